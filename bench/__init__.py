@@ -1,0 +1,1 @@
+"""Benchmarking harness for disentangling VAE objectives (CFactorVAE and its baselines)."""

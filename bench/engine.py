@@ -1,0 +1,198 @@
+"""Train one run and yield its records epoch by epoch.
+
+The engine knows nothing of files or the CLI: it takes a resolved RunConfig and the
+dataset's tensors, and yields one ``EpochResult`` per epoch (a train row, a test row).
+Randomness comes from separate seeded ``torch.Generator`` streams, so a run is bitwise
+repeatable and seed k draws the same data order for every objective.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from models.nets import VAE, Discriminator
+from models.objectives import (
+    Objective,
+    bernoulli_nll,
+    capacity,
+    discriminator_loss,
+    gaussian_kl,
+    permute_dims,
+    total_correlation,
+)
+
+from .config import RunConfig
+
+EVAL_BATCH = 1000
+# Order of the terms accumulated on the device during an epoch (one host sync per epoch).
+_TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of a run, independent of the other streams."""
+    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    rows: list[dict]  # the train row and the test row, in the records' column vocabulary
+    diverged: bool
+
+
+class Trainer:
+    """The models, optimizers and random streams of one run, advanced one epoch at a time."""
+
+    def __init__(self, config: RunConfig, train_images: torch.Tensor, test_images: torch.Tensor, device="cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.objective = Objective(config.w_kl, config.w_cap, config.gamma)
+        self.train_images = train_images.to(self.device)
+        self.test_images = test_images.to(self.device)
+        channels, size = train_images.shape[1], train_images.shape[-1]
+        self.steps_per_epoch = len(train_images) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_images)} training images is fewer than one batch of {config.batch_size}")
+        self.ramp = config.c_ramp or config.epochs * self.steps_per_epoch
+
+        # Initialisation draws from its own stream, leaving the global generator untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(config.seed, "init"))
+            self.vae = VAE(config.z_dim, channels, size)
+            self.disc = Discriminator(config.z_dim) if self.objective.uses_discriminator else None
+        self.vae.to(self.device)
+        self.opt = torch.optim.Adam(self.vae.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        if self.disc is not None:
+            self.disc.to(self.device)
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=config.d_lr, betas=(config.d_beta1, config.d_beta2))
+
+        # Data order depends on the seed only, so every objective sees the same minibatches.
+        self.g_data = _generator(config.seed, "data", torch.device("cpu"))
+        self.g_noise = _generator(config.seed, "noise", self.device)
+        self.g_disc_order = _generator(config.seed, "disc-order", torch.device("cpu"))
+        self.g_disc = _generator(config.seed, "disc", self.device)
+        self.step = 0
+        self.epoch = 0
+
+    def _batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return images[index.to(self.device)].float().div_(255.0)
+
+    def _train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
+        """One VAE update (and one discriminator update); returns the detached terms as a vector."""
+        cfg, obj = self.config, self.objective
+        c = capacity(self.step, cfg.c_max, self.ramp)
+        eps = torch.randn(len(x), cfg.z_dim, generator=self.g_noise, device=self.device)
+        logits, mu, logvar, z = self.vae(x, eps)
+        recon = bernoulli_nll(logits, x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        gap = (kl - c).abs()
+        nan = torch.full((), math.nan, device=self.device)
+        tc, acc = nan, nan
+        if self.disc is not None:
+            # D is a fixed critic inside the VAE loss: no gradient is spent on its parameters here.
+            self.disc.requires_grad_(False)
+            tc = total_correlation(self.disc(z))
+            self.disc.requires_grad_(True)
+        loss = obj.combine(recon, kl, gap, tc)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+        if self.disc is not None:
+            # Kim & Mnih (2018), Algorithm 1: D separates z ~ q(z) from a permuted independent batch.
+            # Both inputs are detached so D's loss never reaches the encoder.
+            with torch.no_grad():
+                mu2, logvar2 = self.vae.encoder(x_other)
+                eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device)
+                z_perm = permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, self.g_disc)
+            d_loss, acc = discriminator_loss(self.disc(z.detach()), self.disc(z_perm))
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_opt.step()
+        self.step += 1
+        return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), torch.full_like(nan, c), gap.detach(), acc.detach()])
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """The objective on the whole test split, model in eval mode, noise from a fixed per-run stream."""
+        cfg, obj = self.config, self.objective
+        self.vae.eval()
+        g = _generator(cfg.seed, "eval", self.device)
+        recon_sum = kl_sum = 0.0
+        zs = []
+        for start in range(0, len(self.test_images), EVAL_BATCH):
+            x = self.test_images[start : start + EVAL_BATCH].float().div_(255.0)
+            eps = torch.randn(len(x), cfg.z_dim, generator=g, device=self.device)
+            logits, mu, logvar, z = self.vae(x, eps)
+            recon_sum = recon_sum + bernoulli_nll(logits, x).sum()
+            kl_sum = kl_sum + gaussian_kl(mu, logvar).sum()
+            zs.append(z)
+        self.vae.train()
+        n = len(self.test_images)
+        recon, kl = float(recon_sum) / n, float(kl_sum) / n
+        c = capacity(self.step, cfg.c_max, self.ramp)
+        gap = abs(kl - c)
+        tc = acc = math.nan
+        if self.disc is not None:
+            z = torch.cat(zs)
+            logits_joint = self.disc(z)
+            tc = float(total_correlation(logits_joint))
+            acc = float(discriminator_loss(logits_joint, self.disc(permute_dims(z, g)))[1])
+        loss = obj.combine(recon, kl, gap, tc)
+        return {"loss": loss, "recon": recon, "kl": kl, "tc": tc, "capacity": c, "capacity_gap": gap, "disc_acc": acc}
+
+    def run_epoch(self) -> EpochResult:
+        cfg = self.config
+        start = time.perf_counter()
+        n, bs = len(self.train_images), cfg.batch_size
+        order = torch.randperm(n, generator=self.g_data)
+        other = torch.randperm(n, generator=self.g_disc_order) if self.disc is not None else None
+        totals = torch.zeros(len(_TERMS), device=self.device, dtype=torch.float64)
+        for b in range(self.steps_per_epoch):
+            x = self._batch(self.train_images, order[b * bs : (b + 1) * bs])
+            x_other = self._batch(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
+            totals += self._train_step(x, x_other)
+        train = dict(zip(_TERMS, (totals / self.steps_per_epoch).tolist()))
+        train_seconds = time.perf_counter() - start
+        self.epoch += 1
+        eval_start = time.perf_counter()
+        test = self.evaluate()
+        eval_seconds = time.perf_counter() - eval_start
+        rows = [
+            self._row("train", train, self.steps_per_epoch * bs, train_seconds),
+            self._row("test", test, len(self.test_images), eval_seconds),
+        ]
+        diverged = not all(math.isfinite(r["loss"]) for r in rows)
+        return EpochResult(self.epoch, rows, diverged)
+
+    def _row(self, split: str, terms: dict, n_images: int, seconds: float) -> dict:
+        cfg, obj = self.config, self.objective
+        row = {"run_id": cfg.run_id, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
+               "epoch": self.epoch, "split": split, "step": self.step, **terms,
+               "n_images": n_images, "seconds": seconds}
+        # Terms the objective does not have are NaN, so nobody averages a meaningless zero.
+        if not obj.uses_capacity:
+            row["capacity"] = row["capacity_gap"] = math.nan
+        if not obj.uses_discriminator:
+            row["tc"] = row["disc_acc"] = math.nan
+        return row
+
+
+def train(config: RunConfig, train_images: torch.Tensor, test_images: torch.Tensor, device="cpu"):
+    """Yield ``(EpochResult, trainer)`` for each epoch of the run; stop early if it diverges."""
+    trainer = Trainer(config, train_images, test_images, device)
+    for _ in range(config.epochs):
+        result = trainer.run_epoch()
+        yield result, trainer
+        if result.diverged:
+            return

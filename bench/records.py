@@ -1,0 +1,154 @@
+"""The parquet contract: one file per run, one row per (epoch, split), metadata in the file.
+
+Layout: ``<root>/<dataset>/<model>/seed-<s>/<run_id>.parquet``, with the run's final weights
+beside it as ``<run_id>.pt``. ``pandas.read_parquet(root)`` and ``pyarrow.dataset.dataset(root)``
+read the whole tree. The folders are deliberately not hive-style ``key=value``: pandas would
+then infer model, dataset and seed as partition columns whose types clash with the same
+columns inside each file, and each file must stay self-describing on its own. Files are published atomically: written to a
+dot-prefixed temporary name in the same folder, then moved over the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import BenchError
+
+# The public column contract: names users, the report and CI query.
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("seed", pa.int64()),
+        ("epoch", pa.int64()),
+        ("split", pa.string()),
+        ("step", pa.int64()),
+        ("loss", pa.float64()),
+        ("recon", pa.float64()),
+        ("kl", pa.float64()),
+        ("tc", pa.float64()),
+        ("capacity", pa.float64()),
+        ("capacity_gap", pa.float64()),
+        ("disc_acc", pa.float64()),
+        ("n_images", pa.int64()),
+        ("seconds", pa.float64()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+META_KEY = b"bench.run"
+STATUSES = ("running", "finished", "diverged")
+
+
+class RecordError(BenchError):
+    """A run file that is missing, corrupt or not one of ours."""
+
+
+def run_dir(root: Path, dataset: str, model: str, seed: int) -> Path:
+    return Path(root) / dataset / model / f"seed-{seed}"
+
+
+def run_path(root: Path, dataset: str, model: str, seed: int, run_id: str) -> Path:
+    return run_dir(root, dataset, model, seed) / f"{run_id}.parquet"
+
+
+def _publish(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` to a hidden temporary file, then atomically rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run(path: Path, rows: list[dict], meta: dict) -> None:
+    """Publish a run's rows (dicts with the SCHEMA columns) and its metadata atomically."""
+    table = pa.Table.from_pylist(rows, schema=SCHEMA) if rows else SCHEMA.empty_table()
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    _publish(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def save_weights(path: Path, state: dict) -> None:
+    """Publish a torch state dict atomically (imported lazily: reading records needs no torch)."""
+    import torch
+
+    _publish(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def read_meta(path: Path) -> dict:
+    """The run metadata of one file; RecordError if it is unreadable or not a run file."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise RecordError(f"{path}: not a readable parquet file ({type(exc).__name__}); delete it or move it out of the runs folder") from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if raw is None or missing:
+        raise RecordError(f"{path}: not a bench run file (missing {'metadata' if raw is None else ', '.join(missing)}); move it out of the runs folder")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise RecordError(f"{path}: run metadata is not valid JSON; delete the file and rerun") from None
+
+
+def read_run(path: Path) -> tuple[pd.DataFrame, dict]:
+    """One run's rows and metadata."""
+    meta = read_meta(path)
+    try:
+        rows = pq.read_table(path, columns=list(COLUMNS)).to_pandas()
+    except Exception as exc:
+        raise RecordError(f"{path}: corrupt parquet data ({type(exc).__name__}); delete it and rerun") from None
+    return rows, meta
+
+
+def run_files(root: Path) -> list[Path]:
+    """Every published run file under root, in a stable order (temporary files are dot-prefixed)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All rows under root and one summary row per run.
+
+    Returns ``(rows, runs)``. ``runs`` has run_id, model, dataset, seed, profile, status,
+    epochs (planned), epochs_done, wall_seconds, path and the full config as ``config``.
+    Raises RecordError when root holds no run files or any file is not a valid run.
+    """
+    files = run_files(root)
+    if not files:
+        raise RecordError(f"no run files under {root}; run `bench run` first or pass --runs DIR")
+    frames, summaries = [], []
+    for path in files:
+        rows, meta = read_run(path)
+        config = meta.get("config", {})
+        frames.append(rows)
+        summaries.append(
+            {
+                "run_id": meta.get("run_id"),
+                "model": config.get("model"),
+                "dataset": config.get("dataset"),
+                "seed": config.get("seed"),
+                "profile": meta.get("profile"),
+                "status": meta.get("status"),
+                "epochs": config.get("epochs"),
+                "epochs_done": int(rows["epoch"].max()) if len(rows) else 0,
+                "wall_seconds": meta.get("wall_seconds"),
+                "path": str(path),
+                "config": config,
+            }
+        )
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+    return rows, pd.DataFrame(summaries)

@@ -1,0 +1,1 @@
+"""Networks and objectives: pure PyTorch, no files, no CLI, no records."""

@@ -1,0 +1,110 @@
+"""The five objectives as presets of one loss.
+
+Every objective of the paper is a special case of
+
+    loss = recon + w_kl * KL + w_cap * |KL - C(t)| + gamma * TC
+
+where each term is a per-image sum averaged over the batch, ``recon`` is the
+Bernoulli negative log-likelihood, ``KL`` is KL(q(z|x) || N(0, I)) in closed
+form, ``C(t)`` is the controlled capacity at update ``t`` and ``TC`` is the
+discriminator's density-ratio estimate of the total correlation.
+
+=============  =====  =====  =====  ==========================================
+objective      w_kl   w_cap  gamma  source
+=============  =====  =====  =====  ==========================================
+vae            1      0      0      paper Eq. 4 (Kingma & Welling 2013)
+betavae        4      0      0      paper Eq. 5 (Higgins et al. 2016, beta=4)
+cvae           0      1000   0      paper Eq. 9 (Burgess et al. 2018, gamma=1000)
+factorvae      1      0      6.4    paper Eq. 10-11 (Kim & Mnih 2018, gamma=6.4)
+cfactorvae     0      1      6.4    paper Eq. 12 (weight 1 on |KL - C| as written)
+=============  =====  =====  =====  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Coefficients of ``recon + w_kl*KL + w_cap*|KL - C| + gamma*TC``."""
+
+    w_kl: float
+    w_cap: float
+    gamma: float
+
+    @property
+    def uses_capacity(self) -> bool:
+        return self.w_cap != 0
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return self.gamma != 0
+
+    def combine(self, recon, kl, capacity_gap, tc):
+        """The loss from its terms; a term whose weight is zero is not evaluated (it may be NaN)."""
+        loss = recon
+        if self.w_kl != 0:
+            loss = loss + self.w_kl * kl
+        if self.uses_capacity:
+            loss = loss + self.w_cap * capacity_gap
+        if self.uses_discriminator:
+            loss = loss + self.gamma * tc
+        return loss
+
+
+PRESETS: dict[str, Objective] = {
+    "vae": Objective(w_kl=1.0, w_cap=0.0, gamma=0.0),
+    "betavae": Objective(w_kl=4.0, w_cap=0.0, gamma=0.0),
+    "cvae": Objective(w_kl=0.0, w_cap=1000.0, gamma=0.0),
+    "factorvae": Objective(w_kl=1.0, w_cap=0.0, gamma=6.4),
+    "cfactorvae": Objective(w_kl=0.0, w_cap=1.0, gamma=6.4),
+}
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per image: binary cross-entropy with logits summed over pixels. Shape (N,)."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per image (Kingma & Welling 2013, appendix B). Shape (N,)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def capacity(step: int, c_max: float, ramp_steps: int) -> float:
+    """C(t) of Burgess et al. (2018): linear from 0 at update 0 to ``c_max`` at ``ramp_steps``, then flat."""
+    if ramp_steps <= 0:
+        return float(c_max)
+    return float(c_max) * min(1.0, step / ramp_steps)
+
+
+def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle each latent column independently across the batch: a sample of prod_j q(z_j).
+
+    Kim & Mnih (2018), Algorithm 1. Each column keeps its values; rows are mixed.
+    """
+    n, d = z.shape
+    keys = torch.rand(n, d, generator=generator, device=z.device)
+    return torch.gather(z, 0, keys.argsort(dim=0))
+
+
+def total_correlation(d_logits: torch.Tensor) -> torch.Tensor:
+    """TC ~ E_q(z)[log D(z) / (1 - D(z))] = mean(logit_0 - logit_1) (paper Eq. 11)."""
+    return (d_logits[:, 0] - d_logits[:, 1]).mean()
+
+
+def discriminator_loss(logits_joint: torch.Tensor, logits_perm: torch.Tensor):
+    """Cross-entropy of D on z ~ q(z) (class 0) and permuted z (class 1), and its accuracy.
+
+    Returns ``(loss, accuracy)``; the loss is the mean of the two classes' mean cross-entropies.
+    """
+    zeros = torch.zeros(len(logits_joint), dtype=torch.long, device=logits_joint.device)
+    ones = torch.ones(len(logits_perm), dtype=torch.long, device=logits_perm.device)
+    loss = 0.5 * (F.cross_entropy(logits_joint, zeros) + F.cross_entropy(logits_perm, ones))
+    correct = (logits_joint.argmax(1) == 0).sum() + (logits_perm.argmax(1) == 1).sum()
+    accuracy = correct / (len(logits_joint) + len(logits_perm))
+    return loss, accuracy

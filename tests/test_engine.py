@@ -1,0 +1,183 @@
+"""The training loop: updates, the discriminator's isolation, determinism and the loss identity."""
+
+import math
+
+import pytest
+import torch
+
+from bench.config import resolve
+from bench.engine import Trainer, stream_seed, train
+from models.objectives import PRESETS
+
+MODELS = list(PRESETS)
+
+
+def images(n, seed=0, size=32, channels=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+
+def small(model, seed=0, **overrides):
+    values = {"epochs": 2, "batch_size": 16, "z_dim": 6}
+    values.update(overrides)
+    return resolve(model, "mnist", seed, "smoke", values)
+
+
+def records(config, n_train=64, n_test=40):
+    rows = []
+    for result, _ in train(config, images(n_train), images(n_test, seed=1)):
+        rows.extend(result.rows)
+    return rows
+
+
+def drop_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_one_epoch_changes_every_weight_tensor(model):
+    trainer = Trainer(small(model), images(32), images(16))
+    before = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
+    d_before = {k: v.clone() for k, v in trainer.disc.state_dict().items()} if trainer.disc else {}
+    trainer.run_epoch()
+    for name, value in trainer.vae.state_dict().items():
+        assert not torch.equal(value, before[name]), name
+    if trainer.disc is not None:
+        for name, value in trainer.disc.state_dict().items():
+            assert not torch.equal(value, d_before[name]), name
+
+
+@pytest.mark.parametrize("model", ["factorvae", "cfactorvae"])
+def test_discriminator_loss_never_reaches_the_encoder(model):
+    """Per update the encoder gets exactly one gradient (the VAE loss) and D exactly one (its own loss)."""
+    trainer = Trainer(small(model), images(48), images(16))
+    calls = {"encoder": 0, "disc": 0}
+    for p in trainer.vae.encoder.parameters():
+        p.register_hook(lambda g: calls.__setitem__("encoder", calls["encoder"] + 1))
+    for p in trainer.disc.parameters():
+        p.register_hook(lambda g: calls.__setitem__("disc", calls["disc"] + 1))
+    trainer.run_epoch()  # 3 updates
+    assert calls["encoder"] == 3 * len(list(trainer.vae.encoder.parameters()))
+    assert calls["disc"] == 3 * len(list(trainer.disc.parameters()))
+
+
+def test_optimizers_step_only_their_own_parameters():
+    trainer = Trainer(small("factorvae"), images(32), images(16))
+    vae_ids = {id(p) for p in trainer.vae.parameters()}
+    d_ids = {id(p) for p in trainer.disc.parameters()}
+    opt_ids = {id(p) for group in trainer.opt.param_groups for p in group["params"]}
+    d_opt_ids = {id(p) for group in trainer.d_opt.param_groups for p in group["params"]}
+    assert opt_ids == vae_ids and d_opt_ids == d_ids
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_same_seed_same_bits(model):
+    a = records(small(model, seed=3))
+    b = records(small(model, seed=3))
+    assert drop_seconds(a) == drop_seconds(b)
+    c = records(small(model, seed=4))
+    assert drop_seconds(a) != drop_seconds(c)
+
+
+def test_seed_fixes_the_data_order_for_every_model(monkeypatch):
+    seen = {}
+
+    def recording(model):
+        order = []
+        original = Trainer._batch
+
+        def spy(self, images, index):
+            order.append(index.tolist())
+            return original(self, images, index)
+
+        monkeypatch.setattr(Trainer, "_batch", spy)
+        Trainer(small(model), images(64), images(16)).run_epoch()
+        monkeypatch.setattr(Trainer, "_batch", original)
+        return order
+
+    seen["vae"] = recording("vae")
+    seen["factorvae"] = recording("factorvae")[0::2]  # every other batch is the discriminator's second one
+    assert seen["vae"] == seen["factorvae"]
+    assert len(seen["vae"]) == 4
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_loss_is_the_objective_applied_to_its_terms(model):
+    obj = PRESETS[model]
+    for row in records(small(model)):
+        expected = row["recon"]
+        expected += obj.w_kl * row["kl"]
+        if obj.w_cap:
+            expected += obj.w_cap * row["capacity_gap"]
+        if obj.gamma:
+            expected += obj.gamma * row["tc"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-6), row
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_rows_mark_absent_terms_nan(model):
+    obj = PRESETS[model]
+    for row in records(small(model, epochs=1)):
+        assert math.isnan(row["tc"]) == (obj.gamma == 0)
+        assert math.isnan(row["disc_acc"]) == (obj.gamma == 0)
+        assert math.isnan(row["capacity"]) == (obj.w_cap == 0)
+        assert math.isfinite(row["recon"]) and math.isfinite(row["kl"])
+
+
+def test_rows_count_epochs_steps_and_images():
+    rows = records(small("cvae", epochs=3), n_train=70, n_test=33)  # 70 // 16 = 4 updates per epoch
+    assert [(r["epoch"], r["split"], r["step"]) for r in rows] == [
+        (1, "train", 4), (1, "test", 4), (2, "train", 8), (2, "test", 8), (3, "train", 12), (3, "test", 12)
+    ]
+    assert [r["n_images"] for r in rows] == [64, 33] * 3
+
+
+def test_capacity_rises_linearly_over_the_run():
+    rows = records(small("cvae", epochs=2, c_max=20.0), n_train=64, n_test=16)  # 8 updates, ramp over 8
+    train_rows = [r for r in rows if r["split"] == "train"]
+    # Mean of C over updates 0..3 and 4..7 of a ramp 20 * t / 8: 20/8 * 1.5 and 20/8 * 5.5.
+    assert train_rows[0]["capacity"] == pytest.approx(20 / 8 * 1.5)
+    assert train_rows[1]["capacity"] == pytest.approx(20 / 8 * 5.5)
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert test_rows[-1]["capacity"] == pytest.approx(20.0)
+    assert test_rows[-1]["capacity_gap"] == pytest.approx(abs(test_rows[-1]["kl"] - 20.0))
+
+
+def test_test_split_matches_a_direct_evaluation():
+    """The test row equals the objective recomputed by hand over the whole test set with the same noise."""
+    from bench.engine import _generator
+    from models.objectives import bernoulli_nll, gaussian_kl
+
+    cfg = small("vae", epochs=1)
+    trainer = Trainer(cfg, images(32), images(20, seed=5))
+    test_row = trainer.run_epoch().rows[1]
+    x = images(20, seed=5).float() / 255
+    eps = torch.randn(20, cfg.z_dim, generator=_generator(cfg.seed, "eval", torch.device("cpu")))
+    with torch.no_grad():
+        logits, mu, logvar, _ = trainer.vae(x, eps)
+    assert test_row["recon"] == pytest.approx(bernoulli_nll(logits, x).mean().item(), rel=1e-5)
+    assert test_row["kl"] == pytest.approx(gaussian_kl(mu, logvar).mean().item(), rel=1e-5)
+
+
+def test_stream_seeds_differ_by_stream_and_seed():
+    seeds = {stream_seed(s, name) for s in range(3) for name in ("init", "data", "noise")}
+    assert len(seeds) == 9
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_a_diverging_run_stops_and_says_so():
+    cfg = small("vae", epochs=5, lr=1e6)
+    results = [r for r, _ in train(cfg, images(64), images(16))]
+    assert results[-1].diverged
+    assert len(results) < 5
+
+
+def test_too_few_images_for_a_batch():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Trainer(small("vae"), images(8), images(8))
+
+
+def test_64px_rgb_runs():
+    trainer = Trainer(small("cfactorvae", epochs=1), images(32, size=64, channels=3), images(8, size=64, channels=3))
+    rows = trainer.run_epoch().rows
+    assert all(math.isfinite(r["loss"]) for r in rows)
