@@ -1,0 +1,631 @@
+"""Table 1, Figure 3 and the significance of the paper's claims, from the run records.
+
+The report reads the parquet tree written by ``bench run`` (see :mod:`bench.records`),
+takes each run's numbers at its final epoch, and writes
+
+* ``out`` (markdown): per dataset, Table 1 beside the paper's numbers, the runs left out
+  of the means, Welch tests of CFactorVAE against every other model with Holm correction,
+  and one verdict line per claim of the paper;
+* ``out`` with a ``.csv`` suffix: the same table with numeric mean, SD and n columns;
+* next to ``out``: ``figure3.png/.svg`` (test reconstruction error per epoch) and
+  ``figure-loss.png/.svg`` (train and test loss per epoch); with several datasets each
+  name gets the dataset as a suffix, e.g. ``figure3-mnist.png``.
+
+Only runs whose status is ``finished`` enter means, tests and curves. The report never
+trains and does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .errors import BenchError
+from .records import read_tree
+from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
+
+MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
+LABELS = {
+    "vae": "VAE",
+    "betavae": "β-VAE",
+    "cvae": "Controlled VAE (CVAE)",
+    "factorvae": "FactorVAE (FVAE)",
+    "cfactorvae": "CFactorVAE (CFVAE)",
+}
+# (key, Table 1 header, split, records column)
+METRICS = (
+    ("train_loss", "Train loss", "train", "loss"),
+    ("train_recon", "Train recon loss", "train", "recon"),
+    ("test_loss", "Test loss", "test", "loss"),
+    ("test_recon", "Test recon error", "test", "recon"),
+)
+HEADERS = {key: header for key, header, _, _ in METRICS}
+# The paper's Table 1 as printed, in METRICS order; it reports no VAE or beta-VAE row.
+PAPER_TABLE1 = {
+    "cvae": (125.75, 124.89, 21.13, 21.0),
+    "factorvae": (141.12, 121.14, 23.73, 20.48),
+    "cfactorvae": (118.69, 118.02, 20.01, 19.92),
+}
+CHALLENGER = "cfactorvae"
+# The planned family: the paper's test-set claims, CFactorVAE lower than each baseline.
+PLANNED_METRICS = ("test_recon", "test_loss")
+CLAIMS = (
+    ("test_recon", "factorvae", "FactorVAE"),
+    ("test_recon", "cvae", "Controlled-VAE"),
+    ("test_loss", "factorvae", "FactorVAE"),
+    ("test_loss", "cvae", "Controlled-VAE"),
+)
+CLAIM_NAMES = {"test_recon": "test recon error", "test_loss": "test loss"}
+ALPHA = 0.05
+POWER = 0.8
+RUN_KEYS = ["run_id", "dataset", "model", "seed"]
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What :func:`write_report` wrote.
+
+    Attributes
+    ----------
+    markdown : Path
+        The report with Table 1, significance and verdicts.
+    csv : Path
+        Table 1 with numeric columns.
+    figures : tuple of Path
+        Every PNG and SVG written.
+    datasets : tuple of str
+        The datasets reported, in report order.
+    """
+
+    markdown: Path
+    csv: Path
+    figures: tuple[Path, ...]
+    datasets: tuple[str, ...]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """All written files."""
+        return (self.markdown, self.csv, *self.figures)
+
+
+def _config_key(config) -> str:
+    """The run's configuration without its seed, as a comparable string."""
+    config = dict(config) if isinstance(config, dict) else {}
+    config.pop("seed", None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _model_order(models) -> list[str]:
+    """The five models in Table 1 order, then any other model name found in the records."""
+    return list(MODELS) + sorted(set(models) - set(MODELS))
+
+
+def _config_rank(group: pd.DataFrame, key: str) -> tuple:
+    """Sort key for one configuration of a model: finished seeds, then runs, then epochs."""
+    members = group[group["config_key"] == key]
+    epochs = pd.to_numeric(members["epochs"], errors="coerce").max()
+    # The key itself breaks the remaining ties, so the choice never depends on file order.
+    return (int((members["status"] == "finished").sum()), len(members), np.nan_to_num(epochs), key)
+
+
+def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with its final-epoch numbers and whether it belongs in Table 1.
+
+    Parameters
+    ----------
+    rows, runs : pandas.DataFrame
+        As returned by :func:`bench.records.read_tree`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``runs`` columns plus ``config_key`` (the config minus the seed), ``in_table``
+        and, for each metric key of :data:`METRICS`, the value and ``<key>_epoch``. A
+        finished or running run gives its values at the last epoch recorded for the split;
+        a diverged run gives, per metric, the last finite value. ``in_table`` marks, per
+        (dataset, model), the runs of the configuration with the most finished seeds (ties:
+        most runs, then most epochs), so that runs of different settings are never averaged
+        together.
+    """
+    by_run = dict(iter(rows.groupby(RUN_KEYS, sort=False, dropna=False)))
+    records = []
+    for run in runs.to_dict("records"):
+        mine = by_run.get(tuple(run[k] for k in RUN_KEYS), rows.iloc[0:0])
+        record = dict(run, config_key=_config_key(run.get("config")))
+        for key, _, split, column in METRICS:
+            part = mine[mine["split"] == split].sort_values(["epoch", "step"])
+            if run.get("status") == "diverged":
+                part = part[np.isfinite(part[column].to_numpy(dtype=float))]
+            last = part.iloc[-1] if len(part) else None
+            record[key] = float(last[column]) if last is not None else np.nan
+            record[f"{key}_epoch"] = int(last["epoch"]) if last is not None else pd.NA
+        records.append(record)
+    finals = pd.DataFrame(records)
+    finals["in_table"] = False
+    for _, group in finals.groupby(["dataset", "model"], sort=False):
+        chosen = max(group["config_key"].unique(), key=lambda key: _config_rank(group, key))
+        finals.loc[group.index[group["config_key"] == chosen], "in_table"] = True
+    return finals
+
+
+def summarise(finals: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as numbers: per (dataset, model), mean, SD (ddof=1) and n of each metric.
+
+    Parameters
+    ----------
+    finals : pandas.DataFrame
+        From :func:`final_epoch_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dataset, model, label, epochs, n_finished, n_diverged, n_unfinished``,
+        then ``<key>_mean, <key>_sd, <key>_n`` per metric and ``paper_<key>``. Every one of
+        the five models has a row for every dataset, with n = 0 where it has no runs. Only
+        finished runs of the table's configuration enter the means; ``n_diverged`` and
+        ``n_unfinished`` count the runs of that configuration left out.
+    """
+    table = []
+    for dataset in sorted(finals["dataset"].dropna().unique()):
+        mine = finals[(finals["dataset"] == dataset) & finals["in_table"]]
+        for model in _model_order(mine["model"].dropna().unique()):
+            runs = mine[mine["model"] == model]
+            done = runs[runs["status"] == "finished"]
+            epochs = sorted(pd.to_numeric(done["epochs"], errors="coerce").dropna().astype(int).unique())
+            row = {
+                "dataset": dataset,
+                "model": model,
+                "label": LABELS.get(model, model),
+                "epochs": "/".join(map(str, epochs)),
+                "n_finished": len(done),
+                "n_diverged": int((runs["status"] == "diverged").sum()),
+                "n_unfinished": int((~runs["status"].isin(["finished", "diverged"])).sum()),
+            }
+            for key, *_ in METRICS:
+                values = done[key].to_numpy(dtype=float)
+                values = values[np.isfinite(values)]
+                row[f"{key}_mean"] = values.mean() if values.size else np.nan
+                row[f"{key}_sd"] = values.std(ddof=1) if values.size > 1 else np.nan
+                row[f"{key}_n"] = values.size
+            for key, value in zip((m[0] for m in METRICS), PAPER_TABLE1.get(model, (np.nan,) * 4)):
+                row[f"paper_{key}"] = value
+            table.append(row)
+    return pd.DataFrame(table)
+
+
+def _scores(finals: pd.DataFrame, dataset: str, model: str, key: str) -> np.ndarray:
+    """Finite final-epoch values of one metric over the table's finished seeds."""
+    runs = finals[
+        (finals["dataset"] == dataset)
+        & (finals["model"] == model)
+        & finals["in_table"]
+        & (finals["status"] == "finished")
+    ]
+    values = runs[key].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def compare(finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """CFactorVAE against every other model of one dataset on the planned metrics.
+
+    Each comparison is a two-sided Welch t-test of A = cfactorvae against B on the
+    final-epoch scores of the finished seeds; Holm's correction runs over the whole
+    family (every B times both metrics of :data:`PLANNED_METRICS`) of this dataset.
+
+    Parameters
+    ----------
+    finals : pandas.DataFrame
+        From :func:`final_epoch_table`.
+    dataset : str
+        The dataset whose runs are compared.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (metric, B) with ``n_a, n_b, mean_a, mean_b, diff, lo, hi`` (A - B and
+        its 95% CI), ``t, df, p, p_holm, g`` (Hedges), ``p_sup`` (P(A > B)), ``mde_d`` and
+        ``mde_nats`` (smallest |d| detectable at alpha 0.05 with power 0.8, and that times
+        the pooled SD) and ``reason``: empty when the test ran, else why it could not.
+    """
+    present = set(finals.loc[finals["dataset"] == dataset, "model"].dropna())
+    # The paper's two baselines are always compared, so a missing one shows as untestable.
+    others = [m for m in _model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
+    nan = float("nan")
+    comparisons = []
+    for key in PLANNED_METRICS:
+        a = _scores(finals, dataset, CHALLENGER, key)
+        for model in others:
+            b = _scores(finals, dataset, model, key)
+            row = dict(metric=key, a=CHALLENGER, b=model, n_a=a.size, n_b=b.size,
+                       mean_a=a.mean() if a.size else nan, mean_b=b.mean() if b.size else nan,
+                       diff=nan, lo=nan, hi=nan, t=nan, df=nan, p=nan, g=nan, p_sup=nan,
+                       mde_d=nan, mde_nats=nan, reason="")
+            if a.size < 2 or b.size < 2:
+                row["reason"] = (
+                    f"not enough seeds: {CHALLENGER} has {a.size} finished, {model} has {b.size}"
+                    " (need at least 2 each)"
+                )
+            else:
+                test = welch(a, b)
+                row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
+                row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
+                pooled_sd = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
+                row["mde_d"] = min_detectable_effect(a.size, b.size, alpha=ALPHA, power=POWER)
+                row["mde_nats"] = row["mde_d"] * pooled_sd
+                if np.isnan(test.p):
+                    row["reason"] = "every seed of both models has the same value (zero variance)"
+            comparisons.append(row)
+    table = pd.DataFrame(comparisons)
+    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    return table
+
+
+def verdict(comparisons: pd.DataFrame, metric: str, baseline: str, name: str) -> str:
+    """One line on the claim "CFactorVAE has a lower <metric> than <name>".
+
+    The claim is supported when A - B < 0 and the Holm-adjusted p is below
+    :data:`ALPHA`, contradicted when A - B > 0 and significant, not supported otherwise;
+    when the test could not run the line says why.
+
+    Parameters
+    ----------
+    comparisons : pandas.DataFrame
+        From :func:`compare`.
+    metric : str
+        A key of :data:`PLANNED_METRICS`.
+    baseline : str
+        The model compared with; :func:`compare` always includes ``"factorvae"`` and ``"cvae"``.
+    name : str
+        The baseline as the paper names it.
+
+    Returns
+    -------
+    str
+        The verdict line.
+    """
+    claim = f"CFactorVAE has a lower {CLAIM_NAMES[metric]} than {name}"
+    row = comparisons[(comparisons["metric"] == metric) & (comparisons["b"] == baseline)].iloc[0]
+    if row["reason"]:
+        return f"{claim}: cannot be tested: {row['reason']}"
+    significant = row["p_holm"] < ALPHA
+    if significant and row["diff"] < 0:
+        outcome = "supported"
+    elif significant and row["diff"] > 0:
+        outcome = "contradicted (significantly higher)"
+    else:
+        outcome = "not supported"
+    return (
+        f"{claim}: {outcome} at alpha = {ALPHA} (Holm), n = {row['n_a']} vs {row['n_b']}"
+        f" (difference {row['diff']:+.2f} nats, 95% CI [{row['lo']:+.2f}, {row['hi']:+.2f}],"
+        f" Holm p = {_p(row['p_holm'])})"
+    )
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "—" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if pd.isna(value):
+        return "—"
+    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
+
+
+def _cell(mean: float, sd: float, n: int) -> str:
+    if n == 0:
+        return "—"
+    if n == 1:
+        return f"{mean:.2f} (n = 1, no SD)"
+    return f"{mean:.2f} ± {sd:.2f} (n = {n})"
+
+
+def _subset(value) -> str:
+    if value is None or pd.isna(value):
+        return "not recorded"
+    return "full split" if int(value) == 0 else f"first {int(value)} images"
+
+
+def _per_model(done: pd.DataFrame, describe) -> str:
+    """One description if every model agrees, else the value per model."""
+    values = {}
+    for model in _model_order(done["model"].unique()):
+        runs = done[done["model"] == model]
+        if len(runs):
+            values[model] = ", ".join(sorted({describe(r) for r in runs.to_dict("records")}))
+    distinct = set(values.values())
+    if len(distinct) <= 1:
+        return next(iter(distinct), "—")
+    return "differs between models: " + "; ".join(f"{m} {v}" for m, v in values.items())
+
+
+def _config_value(run: dict, key: str):
+    return (run.get("config") or {}).get(key)
+
+
+def _provenance(finals: pd.DataFrame, dataset: str) -> list[str]:
+    """Where the table's numbers come from, and which runs it leaves out."""
+    mine = finals[finals["dataset"] == dataset]
+    table = mine[mine["in_table"]]
+    done = table[table["status"] == "finished"]
+    seeds = sorted(int(s) for s in done["seed"].dropna().unique())
+    lines = [
+        f"- Profile: {_per_model(done, lambda r: str(r.get('profile')))}",
+        f"- Epochs: {_per_model(done, lambda r: str(_config_value(r, 'epochs')))}",
+        f"- Train subset: {_per_model(done, lambda r: _subset(_config_value(r, 'train_subset')))}; "
+        f"test subset: {_per_model(done, lambda r: _subset(_config_value(r, 'test_subset')))} (0 in the config = full split)",
+        f"- Seeds: {', '.join(map(str, seeds)) or 'none finished'}",
+        f"- Runs: {len(done)} finished runs averaged; excluded from the means: "
+        f"{int((table['status'] == 'diverged').sum())} diverged, "
+        f"{int((~table['status'].isin(['finished', 'diverged'])).sum())} unfinished, "
+        f"{int((~mine['in_table']).sum())} of other configurations",
+    ]
+    for model in _model_order(done["model"].unique()):
+        finals_epochs = sorted(done.loc[done["model"] == model, "test_recon_epoch"].dropna().astype(int).unique())
+        if len(finals_epochs) > 1:
+            lines.append(f"- Note: the final epochs of the {model} runs differ ({', '.join(map(str, finals_epochs))})")
+    return lines
+
+
+def _other_configs(finals: pd.DataFrame, dataset: str) -> list[str]:
+    """A line per configuration left out of the table, naming what differs from the table's."""
+    mine = finals[finals["dataset"] == dataset]
+    lines = []
+    for model in _model_order(mine["model"].unique()):
+        runs = mine[mine["model"] == model]
+        chosen = runs[runs["in_table"]]
+        if chosen.empty:
+            continue
+        reference = dict(chosen.iloc[0]["config"] or {})
+        for _, group in runs[~runs["in_table"]].groupby("config_key", sort=True):
+            other = dict(group.iloc[0]["config"] or {})
+            changed = sorted(k for k in set(reference) | set(other) if k != "seed" and reference.get(k) != other.get(k))
+            what = ", ".join(f"{k}={other.get(k)} (table: {reference.get(k)})" for k in changed)
+            lines.append(
+                f"- {model}: {len(group)} runs ({int((group['status'] == 'finished').sum())} finished) "
+                f"with {what or 'a different configuration'}"
+            )
+    return lines
+
+
+def _table1_markdown(summary: pd.DataFrame) -> list[str]:
+    headers = [HEADERS[key] for key, *_ in METRICS]
+    lines = [
+        "| Model | " + " | ".join(headers) + " | Diverged (excluded) | "
+        + " | ".join(f"Paper: {h}" for h in headers) + " |",
+        "|---" * (2 + 2 * len(headers)) + "|",
+    ]
+    for row in summary.to_dict("records"):
+        ours = [_cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in METRICS]
+        paper = [_num(row[f"paper_{k}"]) for k, *_ in METRICS]
+        lines.append(f"| {row['label']} | " + " | ".join(ours) + f" | {row['n_diverged']} | " + " | ".join(paper) + " |")
+    return lines
+
+
+def _where(run: dict) -> str:
+    return "yes" if run["in_table"] else "no (other configuration)"
+
+
+def _excluded_runs(finals: pd.DataFrame, dataset: str) -> list[str]:
+    mine = finals[finals["dataset"] == dataset].copy()
+    mine["order"] = mine["model"].map({m: i for i, m in enumerate(_model_order(mine["model"].unique()))})
+    mine = mine.sort_values(["order", "seed"])
+    lines = []
+    unfinished = mine[~mine["status"].isin(["finished", "diverged"])]
+    if len(unfinished):
+        lines += ["", "#### Unfinished runs (listed, not averaged)", "",
+                  "| Model | Seed | Status | Epochs done | Table's configuration |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r['model']} | {r['seed']} | {r['status']} | {r['epochs_done']}/{r['epochs']} | {_where(r)} |"
+            for r in unfinished.to_dict("records")
+        ]
+    diverged = mine[mine["status"] == "diverged"]
+    if len(diverged):
+        headers = [HEADERS[key] for key, *_ in METRICS]
+        lines += ["", "#### Diverged runs (excluded from the means; last finite value and its epoch)", "",
+                  "| Model | Seed | Epochs done | " + " | ".join(headers) + " | Table's configuration |",
+                  "|---" * (4 + len(headers)) + "|"]
+        for r in diverged.to_dict("records"):
+            values = [
+                "none finite" if pd.isna(r[k]) else f"{r[k]:.2f} (epoch {r[f'{k}_epoch']})" for k, *_ in METRICS
+            ]
+            lines.append(f"| {r['model']} | {r['seed']} | {r['epochs_done']}/{r['epochs']} | " + " | ".join(values) + f" | {_where(r)} |")
+    others = _other_configs(finals, dataset)
+    if others:
+        lines += ["", "#### Other configurations (not in the table)", "",
+                  "Only the configuration with the most finished seeds per model is reported.", "", *others]
+    return lines
+
+
+def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
+    tested = comparisons[comparisons["reason"] == ""]
+    lines = [
+        f"Planned comparisons: CFactorVAE (A) against each other model (B) on the final test recon error and "
+        f"test loss, two-sided Welch t-tests, Holm correction over the {len(tested)} tests that could run "
+        f"(of {len(comparisons)} planned). Lower is better for both metrics, so the paper's claims predict "
+        "A − B < 0 and P(A > B) near 0. MDE: the smallest |Cohen's d| a two-sided test at alpha = 0.05 detects "
+        "with 80% power at this n (before Holm, so the corrected family needs more), and that in nats via the "
+        "pooled SD.",
+        "",
+        "| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) | MDE d (nats) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in comparisons.to_dict("records"):
+        head = f"| {HEADERS[r['metric']]} | {r['a']} vs {r['b']} | {r['n_a']} vs {r['n_b']} |"
+        if r["reason"] and np.isnan(r["diff"]):
+            lines.append(f"{head} {r['reason']} | | | | | | |")
+            continue
+        lines.append(
+            f"{head} {r['diff']:+.2f} [{_num(r['lo'])}, {_num(r['hi'])}] | {_num(r['t'])} ({_num(r['df'], 1)}) | "
+            f"{_p(r['p'])} | {_p(r['p_holm'])} | {_num(r['g'])} | {_num(r['p_sup'])} | "
+            f"{_num(r['mde_d'])} ({_num(r['mde_nats'])}) |"
+        )
+    if len(tested):
+        n_pairs = sorted({(r["n_a"], r["n_b"]) for r in tested.to_dict("records")})
+        for n_a, n_b in n_pairs:
+            d = min_detectable_effect(n_a, n_b, alpha=ALPHA, power=POWER)
+            at = tested[(tested["n_a"] == n_a) & (tested["n_b"] == n_b)]
+            nats = ", ".join(f"{HEADERS[r['metric']].lower()} vs {r['b']} {r['mde_nats']:.2f}" for r in at.to_dict("records"))
+            lines += ["", f"At n = {n_a} vs {n_b}, only effects of |d| ≥ {d:.2f} are detected with 80% power "
+                          f"(in nats: {nats}); smaller true differences are likely to read as not supported."]
+    lines += ["", "#### Verdicts on the paper's claims", ""]
+    lines += [f"- {verdict(comparisons, metric, model, name)}" for metric, model, name in CLAIMS]
+    lines += ["", "The paper's Table 1 also reports lower train loss and train recon loss for CFactorVAE; "
+                  "those columns are descriptive here, outside the planned family."]
+    return lines
+
+
+def _curves(rows: pd.DataFrame, finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per-epoch rows of the finished runs in the table, with a display label."""
+    keep = finals[(finals["dataset"] == dataset) & finals["in_table"] & (finals["status"] == "finished")]
+    curves = rows.merge(keep[RUN_KEYS], on=RUN_KEYS)
+    return curves.assign(label=curves["model"].map(lambda m: LABELS.get(m, m)))
+
+
+def _save(figure: Figure, stem: Path) -> list[Path]:
+    for ax in figure.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for path in paths:
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+    return paths
+
+
+def _figure3(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
+    """Test recon error per epoch: one panel per model and one overlay, mean ± 1 SD."""
+    test = curves[curves["split"] == "test"]
+    order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    # A bare Figure renders through Agg/SVG without pyplot, so no display or global state is needed.
+    figure = Figure(figsize=(15, 8.5), layout="constrained")
+    axes = figure.subplots(2, 3, sharex=True).ravel()
+    for ax, model in zip(axes, MODELS):
+        label = LABELS[model]
+        data = test[test["model"] == model]
+        if data.empty:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+        else:
+            sns.lineplot(data=data, x="epoch", y="recon", errorbar="sd", marker="o", color=palette[label], ax=ax)
+        ax.set_title(f"{label} (n = {data['seed'].nunique()} seeds)")
+        ax.set_ylabel("test recon error (nats / image)")
+    overlay = axes[len(MODELS)]
+    if order:
+        sns.lineplot(data=test, x="epoch", y="recon", hue="label", hue_order=order, palette=palette,
+                     errorbar="sd", ax=overlay)
+        overlay.legend(title=None, fontsize="small")
+    overlay.set_title("All models")
+    overlay.set_ylabel("test recon error (nats / image)")
+    figure.suptitle(f"Figure 3 ({dataset}): test reconstruction error per epoch, mean line with a band of ±1 SD over seeds")
+    return _save(figure, stem)
+
+
+def _figure_loss(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
+    """Train and test loss per epoch, all models overlaid, mean ± 1 SD."""
+    order = [LABELS.get(m, m) for m in _model_order(curves["model"].unique()) if m in set(curves["model"])]
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    for ax, split in zip(figure.subplots(1, 2), ("train", "test")):
+        data = curves[curves["split"] == split]
+        if data.empty:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+        else:
+            sns.lineplot(data=data, x="epoch", y="loss", hue="label", hue_order=order, palette=palette,
+                         errorbar="sd", ax=ax)
+            ax.legend(title=None, fontsize="small")
+        ax.set_title(f"{split} loss")
+        ax.set_ylabel("loss (nats / image)")
+    figure.suptitle(f"Loss per epoch ({dataset}): mean line with a band of ±1 SD over seeds")
+    return _save(figure, stem)
+
+
+UNITS = (
+    "Units: our numbers are nats per image (each term summed over the pixels or latent dimensions of an image, "
+    "then averaged over the images of a batch). The paper does not state its normalisation, and its test numbers "
+    "are about 6x smaller than its train numbers, which a per-image sum cannot explain: compare orderings with "
+    "the paper's columns, not values."
+)
+
+
+def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
+    """Write Table 1 (markdown and CSV), Figure 3 and the loss figure from the run records.
+
+    Parameters
+    ----------
+    runs_root : path-like
+        The root of the run records tree.
+    out : path-like
+        The markdown file to write (e.g. ``results/table1.md``). The CSV goes to the same
+        path with a ``.csv`` suffix, the figures into the same folder.
+    dataset : str, optional
+        Report only this dataset; by default every dataset in the records gets a section.
+
+    Returns
+    -------
+    ReportSummary
+        The paths written.
+
+    Raises
+    ------
+    bench.records.RecordError
+        If there are no run files under ``runs_root`` or one of them is not a valid run.
+    bench.errors.BenchError
+        If ``dataset`` is not among the records or the output cannot be written.
+    """
+    runs_root, out = Path(runs_root), Path(out)
+    if out.suffix.lower() == ".csv":
+        raise BenchError(f"--out {out}: give the markdown path (e.g. results/table1.md); the CSV is written beside it")
+    rows, runs = read_tree(runs_root)
+    finals = final_epoch_table(rows, runs)
+    available = sorted(finals["dataset"].dropna().unique())
+    if dataset is not None and dataset not in available:
+        raise BenchError(
+            f"unknown dataset {dataset!r}: the runs under {runs_root} hold {', '.join(available)}; "
+            "pass one of those or leave --dataset out"
+        )
+    datasets = [dataset] if dataset is not None else available
+    finals = finals[finals["dataset"].isin(datasets)]
+    summary = summarise(finals)
+    csv = out.with_suffix(".csv")
+    folder = out.parent
+    lines = [
+        "# Reconstruction quality: Table 1 and Figure 3 of the CFactorVAE paper",
+        "",
+        f"From the run records under `{runs_root}`. Each run contributes its numbers at its final epoch; "
+        "cells are mean ± SD over seeds (ddof = 1) with n, and only finished runs are averaged.",
+        "",
+        UNITS,
+    ]
+    figures: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in datasets:
+            suffix = f"-{name}" if len(datasets) > 1 else ""
+            curves = _curves(rows, finals, name)
+            fig3 = _figure3(curves, name, folder / f"figure3{suffix}")
+            loss = _figure_loss(curves, name, folder / f"figure-loss{suffix}")
+            figures += fig3 + loss
+            lines += ["", f"## Dataset: {name}", "", "### Table 1: reconstruction quality at the final epoch", ""]
+            lines += _provenance(finals, name)
+            lines += [""] + _table1_markdown(summary[summary["dataset"] == name])
+            lines += ["", "The Paper columns are the paper's own Table 1 as printed, measured on MNIST (it reports no VAE or β-VAE row)."]
+            lines += _excluded_runs(finals, name)
+            lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name))
+            lines += [
+                "", "### Figures", "",
+                f"![Figure 3, {name}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
+                "",
+                f"![Train and test loss per epoch, {name}, mean ± 1 SD over seeds]({loss[0].name})",
+                "",
+                "Bands are ±1 SD over seeds, not confidence intervals: a 95% bootstrap band under-covers at 5 seeds.",
+            ]
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        summary.to_csv(csv, index=False)
+    except OSError as exc:
+        raise BenchError(f"cannot write the report to {folder}: {exc.strerror or exc}; pass an --out in a writable folder") from None
+    return ReportSummary(markdown=out, csv=csv, figures=tuple(figures), datasets=tuple(datasets))
