@@ -85,7 +85,7 @@ class Trainer:
         self.epoch = 0
 
     def _batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return images[index.to(self.device)].float().div_(255.0)
+        return images[index].float().div_(255.0)
 
     def _train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """One VAE update (and one discriminator update); returns the detached terms as a vector."""
@@ -155,8 +155,10 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         n, bs = len(self.train_images), cfg.batch_size
-        order = torch.randperm(n, generator=self.g_data)
-        other = torch.randperm(n, generator=self.g_disc_order) if self.disc is not None else None
+        # Orders are drawn on the CPU (same bits on every device) and moved once per epoch:
+        # a per-step host-to-device copy would synchronise the GPU at every update.
+        order = torch.randperm(n, generator=self.g_data).to(self.device)
+        other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if self.disc is not None else None
         totals = torch.zeros(len(_TERMS), device=self.device, dtype=torch.float64)
         for b in range(self.steps_per_epoch):
             x = self._batch(self.train_images, order[b * bs : (b + 1) * bs])

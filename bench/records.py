@@ -1,7 +1,7 @@
 """The parquet contract: one file per run, one row per (epoch, split), metadata in the file.
 
-Layout: ``<root>/<dataset>/<model>/seed-<s>/<run_id>.parquet``, with the run's final weights
-beside it as ``<run_id>.pt``. ``pandas.read_parquet(root)`` and ``pyarrow.dataset.dataset(root)``
+Layout: ``<root>/<dataset>/<model>/seed-<s>/<run_id>.parquet``, with the run's final weights in
+``seed-<s>/_weights/<run_id>.pt`` (parquet readers skip ``_``-prefixed paths). ``pandas.read_parquet(root)`` and ``pyarrow.dataset.dataset(root)``
 read the whole tree. The folders are deliberately not hive-style ``key=value``: pandas would
 then infer model, dataset and seed as partition columns whose types clash with the same
 columns inside each file, and each file must stay self-describing on its own. Files are published atomically: written to a
@@ -57,6 +57,11 @@ def run_dir(root: Path, dataset: str, model: str, seed: int) -> Path:
 
 def run_path(root: Path, dataset: str, model: str, seed: int, run_id: str) -> Path:
     return run_dir(root, dataset, model, seed) / f"{run_id}.parquet"
+
+
+def weights_path(record: Path) -> Path:
+    """Where the final weights of the run recorded at ``record`` live."""
+    return record.parent / "_weights" / f"{record.stem}.pt"
 
 
 def _publish(path: Path, write) -> None:
@@ -117,7 +122,7 @@ def run_files(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
 
 
 def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

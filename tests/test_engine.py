@@ -181,3 +181,18 @@ def test_64px_rgb_runs():
     trainer = Trainer(small("cfactorvae", epochs=1), images(32, size=64, channels=3), images(8, size=64, channels=3))
     rows = trainer.run_epoch().rows
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_saved_weights_load_into_a_fresh_model(tmp_path):
+    from bench.records import save_weights
+    from models.nets import VAE
+
+    trainer = Trainer(small("vae", epochs=1), images(32), images(16))
+    trainer.run_epoch()
+    path = tmp_path / "_weights" / "run.pt"
+    save_weights(path, {"vae": trainer.vae.state_dict()})
+    fresh = VAE(6)
+    fresh.load_state_dict(torch.load(path)["vae"])
+    x, eps = images(4).float() / 255, torch.randn(4, 6)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, eps)[0], trainer.vae(x, eps)[0])

@@ -1,0 +1,153 @@
+"""The `bench` command: parses options, then calls one function per subcommand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from models.objectives import PRESETS
+
+from .config import PROFILES, parse_overrides
+from .errors import BenchError
+
+
+@click.group()
+def cli():
+    """Benchmark disentangling VAE objectives: train, report, check."""
+
+
+@cli.command()
+@click.option("--models", default="all", show_default=True, help=f"all, or a comma list of {', '.join(PRESETS)}")
+@click.option("--datasets", default="mnist", show_default=True, help="all, or a comma list of dataset names")
+@click.option("--seeds", default=5, show_default=True, type=int, help="number of seeds, numbered 0..N-1")
+@click.option("--profile", default="paper", show_default=True, help=f"one of {', '.join(PROFILES)}")
+@click.option("--epochs", type=int, default=None, help="override the profile's epochs")
+@click.option("--subset", default=None, help="first N train [and M test] images: N or N,M")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a hyperparameter, e.g. gamma=10")
+@click.option("--jobs", default=1, show_default=True, type=int, help="runs trained in parallel")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--out", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
+@click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
+def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, dry_run):
+    """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
+    from . import data
+    from .plan import make_plan, parse_names
+    from .runner import execute, is_finished
+
+    if profile not in PROFILES:
+        raise BenchError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if jobs < 1:
+        raise BenchError(f"--jobs {jobs}: need at least 1")
+    if device not in ("auto", "cpu", "cuda"):
+        raise BenchError(f"--device {device}: choose auto, cpu or cuda")
+    overrides = parse_overrides(sets)
+    if epochs is not None:
+        overrides.update(parse_overrides([f"epochs={epochs}"]))
+    if subset is not None:
+        n_train, n_test = data.parse_subset(subset)
+        overrides.update({"train_subset": n_train or 0, "test_subset": n_test or 0})
+    plan = make_plan(parse_names(models, PRESETS, "model"), parse_names(datasets, data.DATASETS, "dataset"),
+                     seeds, profile, overrides, out)
+    if dry_run:
+        for item in plan:
+            cfg = item.config
+            state = "done" if is_finished(item.path) else "todo"
+            click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}")
+        click.echo(f"{len(plan)} runs planned")
+        return
+    summary = execute(plan, out, data.resolve_root(data_root), jobs, device)
+    click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
+               f"diverged {len(summary.diverged)}, failed {len(summary.failed)}; records in {out}")
+    for line in summary.failed:
+        click.echo(f"failed: {line}")
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--runs", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--dataset", default=None, help="report only this dataset")
+@click.option("--out", default="results/table1.md", show_default=True, type=click.Path(path_type=Path), help="markdown table")
+def report(runs, dataset, out):
+    """Table 1, Figure 3 and the significance tests, from the records alone."""
+    from .report import write_report
+
+    summary = write_report(runs, out, dataset)
+    for path in summary.paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command(name="bench")
+@click.option("--models", default="all", show_default=True, help=f"all, or a comma list of {', '.join(PRESETS)}")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--steps", default=50, show_default=True, type=int, help="timed update steps per objective")
+@click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
+def bench_speed(models, device, batch_size, steps, threads):
+    """Images per second of one training step of each objective."""
+    import torch
+
+    from .plan import parse_names
+    from .runner import resolve_device
+    from .speed import measure
+
+    if batch_size < 1 or steps < 1:
+        raise BenchError("--batch-size and --steps must be at least 1")
+    if threads is not None:
+        if threads < 1:
+            raise BenchError(f"--threads {threads}: need at least 1")
+        torch.set_num_threads(threads)
+    device = resolve_device(device)
+    click.echo(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), batch {batch_size}, {steps} steps")
+    click.echo(f"{'model':<11} {'images/s':>10} {'ms/step':>9}")
+    for model in parse_names(models, PRESETS, "model"):
+        result = measure(model, device, batch_size, steps)
+        click.echo(f"{model:<11} {result.images_per_second:>10.0f} {1000 * result.seconds / steps:>9.2f}")
+
+
+@cli.command()
+@click.option("--golden", default="results/baseline/smoke.parquet", show_default=True,
+              type=click.Path(path_type=Path), help="tier 1: the golden file of the smoke matrix")
+@click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
+@click.option("--runs", default=None, type=click.Path(path_type=Path), help="tier 2: a records folder of multi-seed runs")
+@click.option("--reference", default=None, type=click.Path(path_type=Path), help="tier 2: the stored reference (JSON)")
+@click.option("--alpha", default=0.01, show_default=True, type=float, help="tier 2: family-wise error rate (Holm)")
+@click.option("--update", is_flag=True, help="rewrite the golden file (tier 1) or store the reference from --runs (tier 2)")
+def check(golden, data_root, runs, reference, alpha, update):
+    """Regression checks: the smoke matrix against the golden file, or --runs against --reference.
+
+    Exits 1 on a regression, 2 on bad input (a missing or corrupt golden file included).
+    """
+    from . import data
+    from .check import check_exact, check_statistical
+
+    if (runs is None) != (reference is None):
+        raise BenchError("--runs and --reference go together: bench check --runs DIR --reference FILE [--update]")
+    if runs is not None:
+        ok = check_statistical(runs, reference, alpha, update)
+    else:
+        ok = check_exact(golden, data.resolve_root(data_root), update)
+    if not ok:
+        sys.exit(1)
+
+
+def main(argv=None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except BenchError as exc:
+        click.echo(f"bench: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("bench: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"bench: error: {exc.format_message()} (see bench --help)", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The `bench` command end to end, in real subprocesses on real MNIST."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.records import COLUMNS, read_tree
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("BENCH_DATA") or REPO.parent / "shared" / "data")
+pytestmark = pytest.mark.skipif(
+    not (DATA_ROOT / "mnist").is_dir(), reason=f"real MNIST not found under {DATA_ROOT} (set BENCH_DATA)"
+)
+
+
+def bench(*args, env=None):
+    full_env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(out), "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_run_writes_one_record_per_run(smoke_runs):
+    out, result = smoke_runs
+    rows, runs = read_tree(out)
+    assert len(runs) == 4 and set(runs["status"]) == {"finished"}
+    assert list(rows.columns) == list(COLUMNS)
+    assert len(rows) == 4 * 2 * 2  # runs x epochs x splits
+    assert sorted(p.relative_to(out).parts[:3] for p in out.rglob("*.parquet")) == [
+        ("mnist", "cfactorvae", "seed-0"), ("mnist", "cfactorvae", "seed-1"),
+        ("mnist", "vae", "seed-0"), ("mnist", "vae", "seed-1"),
+    ]
+    weights = sorted(out.rglob("*.pt"))
+    assert len(weights) == 4 and all(p.parent.name == "_weights" for p in weights)
+    assert "done 4, skipped 0" in result.stdout
+    assert "epoch 2/2" in result.stderr and "ETA" in result.stderr  # progress is shown
+
+
+def test_run_records_metadata(smoke_runs):
+    out, _ = smoke_runs
+    _, runs = read_tree(out)
+    from bench.records import read_meta
+    meta = read_meta(Path(runs["path"][0]))
+    assert meta["profile"] == "smoke" and meta["device"] == "cpu" and meta["threads"] == 1
+    assert set(meta["versions"]) == {"python", "torch", "torchvision"}
+    assert meta["config"]["train_subset"] == 256 and meta["wall_seconds"] > 0
+
+
+def test_second_call_trains_nothing(smoke_runs):
+    out, _ = smoke_runs
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    result = bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "done 0, skipped 4" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+
+
+def test_same_seed_same_records_across_processes(smoke_runs, tmp_path):
+    out, _ = smoke_runs
+    # One job of two threads here versus two jobs of one thread in the fixture: pin the threads to compare.
+    result = bench("run", "--models", "cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(tmp_path), "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    first = pd.read_parquet(out).query("model == 'cfactorvae'").drop(columns="seconds")
+    second = pd.read_parquet(tmp_path).drop(columns="seconds")
+    key = ["seed", "epoch", "split"]
+    pd.testing.assert_frame_equal(first.sort_values(key).reset_index(drop=True),
+                                  second.sort_values(key).reset_index(drop=True), check_exact=True)
+
+
+def test_dry_run_lists_the_plan(smoke_runs):
+    out, _ = smoke_runs
+    result = bench("run", "--models", "all", "--seeds", "2", "--profile", "smoke", "--out", str(out), "--dry-run")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "10 runs planned"
+    assert sum(line.startswith("done") for line in lines) == 4
+    assert sum(line.startswith("todo") for line in lines) == 6
+
+
+def test_report_from_the_runs(smoke_runs, tmp_path):
+    out, _ = smoke_runs
+    result = bench("report", "--runs", str(out), "--out", str(tmp_path / "table1.md"))
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "table1.md").read_text()
+    assert "| VAE |" in text and "CFactorVAE" in text
+    assert (tmp_path / "figure3.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "vea"], "unknown model 'vea'"),
+    (["--datasets", "mnsit"], "unknown dataset 'mnsit'"),
+    (["--profile", "fast"], "unknown profile 'fast'"),
+    (["--seeds", "0"], "--seeds 0"),
+    (["--set", "nope=1"], "--set nope: unknown key"),
+    (["--set", "gamma=abc"], "--set gamma=abc: not a valid float"),
+    (["--subset", "ten"], "bad subset 'ten'"),
+    (["--datasets", "chairs"], "chairs"),
+    (["--device", "tpu"], "--device tpu"),
+    (["--bogus"], "No such option"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    out = tmp_path / "runs"
+    result = bench("run", "--profile", "smoke", "--seeds", "1", "--out", str(out), *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # nothing partial left behind
+
+
+def test_corrupt_data_is_named(tmp_path):
+    broken = tmp_path / "data" / "mnist"
+    broken.mkdir(parents=True)
+    for f in (DATA_ROOT / "mnist").glob("*.gz"):
+        (broken / f.name).write_bytes(f.read_bytes())
+    blob = bytearray((broken / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    blob[100] ^= 0xFF
+    (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(blob))
+    out = tmp_path / "runs"
+    result = bench("run", "--profile", "smoke", "--seeds", "1", "--models", "vae", "--out", str(out), "--data-root", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert "t10k-labels-idx1-ubyte.gz" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = bench("run", "--profile", "smoke", "--seeds", "1", "--models", "vae", "--out", str(blocker / "runs"))
+    assert result.returncode == 2 and "cannot write there" in result.stderr
+
+
+def test_report_errors_are_one_line(tmp_path):
+    result = bench("report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md"))
+    assert result.returncode == 2 and "no run files" in result.stderr and result.stderr.count("\n") == 1

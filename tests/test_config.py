@@ -1,0 +1,59 @@
+"""Profiles, presets, overrides and run ids."""
+
+import pytest
+
+from bench.config import PROFILES, RunConfig, parse_overrides, resolve
+from bench.errors import BenchError
+
+
+def test_paper_profile_defaults():
+    cfg = resolve("cfactorvae", "mnist", 0, "paper")
+    assert (cfg.z_dim, cfg.batch_size, cfg.lr, cfg.beta1, cfg.beta2, cfg.epochs) == (20, 64, 1e-4, 0.9, 0.999, 50)
+    assert (cfg.w_kl, cfg.w_cap, cfg.gamma, cfg.c_max) == (0.0, 1.0, 6.4, 25.0)
+    assert (cfg.d_lr, cfg.d_beta1, cfg.d_beta2) == (1e-4, 0.5, 0.9)
+    assert (cfg.train_subset, cfg.test_subset) == (0, 0)
+
+
+@pytest.mark.parametrize("model, weights", [
+    ("vae", (1, 0, 0)), ("betavae", (4, 0, 0)), ("cvae", (0, 1000, 0)),
+    ("factorvae", (1, 0, 6.4)), ("cfactorvae", (0, 1, 6.4)),
+])
+def test_presets(model, weights):
+    cfg = resolve(model, "mnist", 0, "paper")
+    assert (cfg.w_kl, cfg.w_cap, cfg.gamma) == weights
+
+
+def test_overrides_win_over_profile_and_preset():
+    cfg = resolve("factorvae", "mnist", 1, "smoke", parse_overrides(["gamma=10", "epochs=3"]))
+    assert cfg.gamma == 10.0 and cfg.epochs == 3 and cfg.train_subset == PROFILES["smoke"]["train_subset"]
+
+
+def test_run_id_is_a_hash_of_the_resolved_config():
+    a = resolve("vae", "mnist", 0, "smoke")
+    assert a.run_id == resolve("vae", "mnist", 0, "smoke").run_id
+    assert a.run_id != resolve("vae", "mnist", 1, "smoke").run_id
+    assert a.run_id != resolve("vae", "mnist", 0, "smoke", {"lr": 2e-4}).run_id
+    assert RunConfig.from_dict(a.to_dict()) == a
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("gamma", "expected key=value"),
+    ("nope=1", "unknown key"),
+    ("gamma=abc", "not a valid float"),
+    ("epochs=1.5", "not a valid int"),
+    ("epochs=0", "at least 1"),
+    ("lr=-1", "must be positive"),
+    ("gamma=nan", "finite"),
+    ("beta2=1", r"\[0, 1\)"),
+    ("model=vae", "unknown key"),
+])
+def test_bad_overrides(pair, message):
+    with pytest.raises(BenchError, match=message):
+        parse_overrides([pair])
+
+
+def test_unknown_model_and_profile():
+    with pytest.raises(BenchError, match="unknown model 'vea'"):
+        resolve("vea", "mnist", 0, "paper")
+    with pytest.raises(BenchError, match="unknown profile"):
+        resolve("vae", "mnist", 0, "fast")

@@ -1,0 +1,95 @@
+"""The parquet contract: schema, atomic publish, reading the tree, rejecting foreign files."""
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from bench.records import COLUMNS, RecordError, read_run, read_tree, run_files, run_path, write_run
+
+CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
+            "capacity", "capacity_gap", "disc_acc", "n_images", "seconds"]
+
+
+def row(model="vae", seed=0, epoch=1, split="train", loss=1.0):
+    return {"run_id": f"{model}{seed}", "model": model, "dataset": "mnist", "seed": seed, "epoch": epoch,
+            "split": split, "step": 10 * epoch, "loss": loss, "recon": loss, "kl": 0.0, "tc": float("nan"),
+            "capacity": float("nan"), "capacity_gap": float("nan"), "disc_acc": float("nan"), "n_images": 64,
+            "seconds": 0.1}
+
+
+def publish(root, model, seed, rows, status="finished"):
+    path = run_path(root, "mnist", model, seed, f"{model}{seed}")
+    write_run(path, rows, {"run_id": f"{model}{seed}", "status": status, "config": {"model": model, "seed": seed, "dataset": "mnist", "epochs": 2}})
+    return path
+
+
+def test_columns_are_the_public_contract():
+    assert list(COLUMNS) == CONTRACT
+
+
+def test_round_trip_and_layout(tmp_path):
+    path = publish(tmp_path, "cvae", 3, [row("cvae", 3, 1), row("cvae", 3, 1, "test")])
+    assert path == tmp_path / "mnist" / "cvae" / "seed-3" / "cvae3.parquet"
+    rows, meta = read_run(path)
+    assert list(rows.columns) == CONTRACT
+    assert rows["split"].tolist() == ["train", "test"]
+    assert meta["status"] == "finished"
+    assert [f.name for f in path.parent.iterdir()] == ["cvae3.parquet"]  # no temporary file left behind
+
+
+def test_whole_tree_reads_with_pandas_and_pyarrow(tmp_path):
+    for model in ("vae", "cvae"):
+        for seed in (0, 1):
+            publish(tmp_path, model, seed, [row(model, seed, 1), row(model, seed, 2)])
+    frame = pd.read_parquet(tmp_path)
+    assert len(frame) == 8 and set(frame.columns) == set(CONTRACT)
+    assert frame.groupby("model")["seed"].nunique().to_dict() == {"cvae": 2, "vae": 2}
+    assert pads.dataset(tmp_path, format="parquet").count_rows() == 8
+    rows, runs = read_tree(tmp_path)
+    assert len(rows) == 8
+    assert sorted(runs["run_id"]) == ["cvae0", "cvae1", "vae0", "vae1"]
+    assert set(runs["epochs_done"]) == {2}
+
+
+def test_temporary_files_are_not_runs(tmp_path):
+    path = publish(tmp_path, "vae", 0, [row()])
+    (path.parent / ".vae0.parquet.tmp123").write_bytes(b"partial")
+    assert run_files(tmp_path) == [path]
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    bad = [{**row(), "epoch": "not a number"}]
+    with pytest.raises(Exception):
+        publish(tmp_path, "vae", 0, bad)
+    assert list(tmp_path.rglob("*")) == [p for p in tmp_path.rglob("*") if p.is_dir()]
+
+
+def test_no_runs_is_an_error(tmp_path):
+    with pytest.raises(RecordError, match="no run files"):
+        read_tree(tmp_path)
+
+
+def test_corrupt_file_is_named(tmp_path):
+    publish(tmp_path, "vae", 0, [row()])
+    bad = tmp_path / "mnist" / "vae" / "seed-0" / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(RecordError, match="broken.parquet"):
+        read_tree(tmp_path)
+
+
+def test_foreign_parquet_is_named(tmp_path):
+    publish(tmp_path, "vae", 0, [row()])
+    foreign = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), foreign)
+    with pytest.raises(RecordError, match="other.parquet.*not a bench run file"):
+        read_tree(tmp_path)
+
+
+def test_metadata_is_json_in_the_file(tmp_path):
+    path = publish(tmp_path, "vae", 0, [row()], status="running")
+    raw = pq.read_schema(path).metadata[b"bench.run"]
+    assert json.loads(raw)["status"] == "running"
