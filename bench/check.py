@@ -1,0 +1,678 @@
+"""Regression checks on the loss numbers: ``bench check``.
+
+Tier 1, exact (every CI run)
+    ``bench check`` trains the smoke matrix in this process: every objective of
+    :data:`models.objectives.PRESETS` on MNIST, seeds 0 and 1, the ``smoke`` profile,
+    one torch thread and deterministic algorithms on. Nothing is written to the
+    records folder. Every per-epoch number of every run is compared with the golden
+    file ``results/baseline/smoke.parquet`` (the records' columns without ``seconds``),
+    keyed by (dataset, model, seed, epoch, split). A value passes when
+    ``|got - expected| <= atol + rtol * |expected|``, NaN matching NaN only:
+
+    ==============================================  ===================  ===================
+    column                                          same machine         other machine
+    ==============================================  ===================  ===================
+    loss, recon, kl, capacity_gap                   rtol 1e-6 atol 1e-9  rtol 1e-3 atol 1e-3
+    tc                                              rtol 1e-6 atol 1e-9  rtol 1e-3 atol 2e-3
+    disc_acc                                        rtol 1e-6 atol 1e-9  atol 0.05
+    capacity (a function of the update count only)  rtol 1e-6 atol 1e-9  rtol 1e-6 atol 1e-9
+    step, n_images                                  exact                exact
+    ==============================================  ===================  ===================
+
+    "Same machine" means the torch version, Python version, ``platform.machine()``,
+    torch's CPU capability (the ISA its kernels were picked for) and the thread count
+    all equal those recorded in the golden file. There the bits are expected to
+    repeat, and the hair of tolerance is far below the effect of a 1% change of any
+    objective coefficient (tested): at smoke scale such a change moves ``loss`` by
+    only about 1e-6 relative, but ``kl``, ``tc`` or ``disc_acc`` by 1e-5 to 1e-2.
+    Where any of them differs the kernels may round differently (torch's generic
+    kernels instead of its AVX512 ones moved ``loss`` by 1e-6 relative and ``tc`` by
+    1e-4), so the check names what differs in one line and applies the looser
+    column, about ten times what that change of ISA did. It still catches a broken
+    formula or anything that moves a loss by more than 0.1%, but not a 1% change of
+    a coefficient; the exact check holds again once the golden file is remade where
+    CI runs.
+
+    A row present on one side only is a regression too. On a regression a table
+    (run, epoch, split, column, expected, got, relative change) lists the worst
+    mismatches first and ``bench check`` exits with 1. ``bench check --update``
+    retrains and rewrites the golden file; nothing else writes it. The file's parquet
+    metadata records the environment, the run ids and their configs.
+
+Tier 2, statistical
+    ``bench check --runs DIR --reference FILE`` compares the final-epoch train and
+    test loss and reconstruction of a multi-seed run folder (any profile) with a stored
+    reference of the same configuration, in the manner of MLPerf's reference
+    convergence points: per (dataset, model) and metric a one-sided Welch test asks
+    whether the new runs are worse (higher) than the reference, and a test fails when
+    its Holm-adjusted p-value over the whole family is below ``alpha`` (default 0.01).
+    A diverged run in DIR fails its model outright. Setup problems are errors (exit 2)
+    rather than verdicts: a folder and reference covering different models, a
+    configuration that differs from the reference's, runs still unfinished, or fewer
+    than two seeds on a side. ``--update`` stores the reference (JSON) from DIR, whose
+    runs must all be finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.objectives import PRESETS
+
+from .config import RunConfig, resolve
+from .errors import BenchError
+from .records import SCHEMA, _publish, read_tree
+from .stats import holm, welch
+
+# ---------------------------------------------------------------------------
+# Tier 1: the smoke matrix against the golden file
+# ---------------------------------------------------------------------------
+
+DATASET = "mnist"
+PROFILE = "smoke"
+SEEDS = (0, 1)
+THREADS = 1
+GOLDEN_KEY = b"bench.golden"
+GOLDEN_FORMAT = 1
+GOLDEN_SCHEMA = pa.schema([f for f in SCHEMA if f.name != "seconds"])
+KEY = ["dataset", "model", "seed", "epoch", "split"]
+# Facts that decide which kernels run and how they round; any change loosens the check.
+ENVIRONMENT_KEYS = ("torch", "python", "machine", "cpu_capability", "threads")
+UPDATE_HINT = "create it with `bench check --update` and commit it"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A value passes when ``|got - expected| <= atol + rtol * |expected|``."""
+
+    rtol: float
+    atol: float
+
+
+_EXACT = Tolerance(0.0, 0.0)
+_HAIR = Tolerance(1e-6, 1e-9)
+TIGHT: dict[str, Tolerance] = {
+    "step": _EXACT,
+    "loss": _HAIR,
+    "recon": _HAIR,
+    "kl": _HAIR,
+    "tc": _HAIR,
+    "capacity": _HAIR,
+    "capacity_gap": _HAIR,
+    "disc_acc": _HAIR,
+    "n_images": _EXACT,
+}
+LOOSE: dict[str, Tolerance] = {
+    **TIGHT,
+    "loss": Tolerance(1e-3, 1e-3),
+    "recon": Tolerance(1e-3, 1e-3),
+    "kl": Tolerance(1e-3, 1e-3),
+    "capacity_gap": Tolerance(1e-3, 1e-3),
+    # The discriminator's outputs are the most rounding-sensitive: its TC estimate moved by 1e-4
+    # and its accuracy by 3 of 512 decisions between two ISAs, so these get about 10x that.
+    "tc": Tolerance(1e-3, 2e-3),
+    "disc_acc": Tolerance(0.0, 0.05),
+}
+LOOSE_SUMMARY = "rtol 1e-3 + atol 1e-3 on loss, recon, kl, capacity_gap; atol 2e-3 on tc; atol 0.05 on disc_acc"
+
+
+def environment() -> dict:
+    """What the golden numbers depend on besides the code and the data.
+
+    Returns
+    -------
+    dict
+        The :data:`ENVIRONMENT_KEYS` (torch and Python versions, ``platform.machine()``,
+        torch's CPU capability, thread count) plus ``platform``, recorded for people only.
+    """
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": THREADS,
+        "platform": platform.platform(),
+    }
+
+
+@contextlib.contextmanager
+def _pinned_torch():
+    """One thread and deterministic algorithms, restored afterwards (tests share the process)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def smoke_configs(models=None) -> list[RunConfig]:
+    """The resolved configs of the smoke matrix, in (model, seed) order.
+
+    Parameters
+    ----------
+    models : iterable of str, optional
+        Objectives to include; default every preset.
+
+    Returns
+    -------
+    list of RunConfig
+    """
+    return [resolve(model, DATASET, seed, PROFILE) for model in (models or PRESETS) for seed in SEEDS]
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows as the golden file types them, in key order."""
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "seconds"} for r in rows], schema=GOLDEN_SCHEMA)
+    return table.to_pandas().sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunConfig]]:
+    """Train the smoke matrix in this process and return its rows.
+
+    Parameters
+    ----------
+    data_root : Path
+        The datasets folder (see :func:`bench.data.resolve_root`).
+    models : iterable of str, optional
+        Objectives to train; default every preset.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        One row per (run, epoch, split) with the golden file's columns.
+    configs : list of RunConfig
+        The configs trained.
+    """
+    from . import data
+    from .engine import train
+
+    configs = smoke_configs(models)
+    images = data.load(DATASET, Path(data_root), (configs[0].train_subset, configs[0].test_subset))
+    rows: list[dict] = []
+    with _pinned_torch():
+        for config in configs:
+            for result, _ in train(config, images.train, images.test):
+                rows.extend(result.rows)
+    return _frame(rows), configs
+
+
+def write_golden(path: Path, rows: pd.DataFrame, configs: list[RunConfig]) -> dict:
+    """Publish the golden file atomically, with its environment and runs as metadata.
+
+    Only ``bench check --update`` calls this.
+
+    Returns
+    -------
+    dict
+        The metadata written.
+    """
+    meta = {
+        "format": GOLDEN_FORMAT,
+        "dataset": DATASET,
+        "profile": PROFILE,
+        "seeds": list(SEEDS),
+        "models": list(dict.fromkeys(c.model for c in configs)),
+        "environment": environment(),
+        "deterministic_algorithms": True,
+        "runs": [{"run_id": c.run_id, "config": c.to_dict()} for c in configs],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    table = pa.Table.from_pandas(rows, schema=GOLDEN_SCHEMA, preserve_index=False)
+    table = table.replace_schema_metadata({GOLDEN_KEY: json.dumps(meta, sort_keys=True).encode()})
+    _publish(Path(path), lambda tmp: pq.write_table(table, tmp))
+    return meta
+
+
+def read_golden(path: Path) -> tuple[pd.DataFrame, dict]:
+    """The golden rows and metadata; BenchError (one line) when missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"no golden file at {path}; {UPDATE_HINT}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise BenchError(f"{path} is not a readable golden file ({type(exc).__name__}); {UPDATE_HINT}") from None
+    try:
+        meta = json.loads((table.schema.metadata or {})[GOLDEN_KEY])
+    except (KeyError, ValueError):
+        raise BenchError(f"{path} has no valid golden metadata; {UPDATE_HINT}") from None
+    missing = [c for c in GOLDEN_SCHEMA.names if c not in table.schema.names]
+    if missing or meta.get("format") != GOLDEN_FORMAT or not isinstance(meta.get("environment"), dict):
+        raise BenchError(f"{path} is not a golden file of this version ({', '.join(missing) or 'format'}); {UPDATE_HINT}")
+    return table.select(GOLDEN_SCHEMA.names).to_pandas(), meta
+
+
+def environment_changes(recorded: dict, current: dict) -> list[str]:
+    """``"torch 2.4.0 -> 2.5.1"`` for each :data:`ENVIRONMENT_KEYS` entry that differs."""
+    return [f"{key} {recorded.get(key)} -> {current.get(key)}" for key in ENVIRONMENT_KEYS
+            if recorded.get(key) != current.get(key)]
+
+
+def config_changes(runs: list[dict], configs: list[RunConfig]) -> list[str]:
+    """Per model, the config fields that differ from the golden file's, e.g. ``"betavae w_kl 4.0 -> 4.04"``."""
+    recorded = {(r["config"]["model"], r["config"]["seed"]): r["config"] for r in runs}
+    changes: dict[str, None] = {}  # ordered set: the seeds of a model share their changes
+    for config in configs:
+        old = recorded.get((config.model, config.seed))
+        if old is None:
+            continue
+        new = config.to_dict()
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                changes[f"{config.model} {key} {old.get(key)} -> {new.get(key)}"] = None
+    return list(changes)
+
+
+def compare_rows(expected: pd.DataFrame, got: pd.DataFrame, tolerances: dict[str, Tolerance]) -> pd.DataFrame:
+    """Every value outside its tolerance and every row found on one side only, worst first.
+
+    Parameters
+    ----------
+    expected, got : pandas.DataFrame
+        Rows with the golden file's columns.
+    tolerances : dict
+        Column name to :class:`Tolerance`; only these columns are compared.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``KEY``, ``column`` (``"row"`` for a row on one side only), ``expected``
+        and ``got`` (floats), ``change`` (relative, inf where not finite), ``severity``
+        (the distance in units of the tolerance, inf for missing rows and NaN mismatches)
+        and ``missing`` (the side that lacks the row, ``"expected"`` or ``"got"``, else
+        ``""``).
+    """
+    merged = expected.merge(got, on=KEY, how="outer", suffixes=("_expected", "_got"), indicator=True)
+    problems = []
+    for side, merge_flag in (("got", "left_only"), ("expected", "right_only")):
+        for rec in merged[merged["_merge"] == merge_flag][KEY].to_dict("records"):
+            problems.append({**rec, "column": "row", "expected": math.nan, "got": math.nan,
+                             "change": math.inf, "severity": math.inf, "missing": side})
+    both = merged[merged["_merge"] == "both"]
+    for column, tol in tolerances.items():
+        e = both[f"{column}_expected"].to_numpy(dtype=float)
+        g = both[f"{column}_got"].to_numpy(dtype=float)
+        bad = ~np.isclose(g, e, rtol=tol.rtol, atol=tol.atol, equal_nan=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            severity = np.abs(g - e) / (tol.atol + tol.rtol * np.abs(e))
+            change = (g - e) / np.abs(e)
+        for i in np.flatnonzero(bad):
+            problems.append({**both.iloc[i][KEY].to_dict(), "column": column, "expected": e[i], "got": g[i],
+                             "change": change[i] if np.isfinite(change[i]) else math.inf,
+                             "severity": severity[i] if np.isfinite(severity[i]) else math.inf, "missing": ""})
+    columns = [*KEY, "column", "expected", "got", "change", "severity", "missing"]
+    table = pd.DataFrame(problems, columns=columns)
+    return table.sort_values(["severity", *KEY], ascending=[False] + [True] * len(KEY), kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    """The outcome of comparing fresh smoke rows with the golden file.
+
+    Attributes
+    ----------
+    mismatches : pandas.DataFrame
+        From :func:`compare_rows`; empty when the check passes.
+    environment_changes : list of str
+        What differs from the golden file's environment; non-empty means LOOSE was applied.
+    config_changes : list of str
+        Config fields that differ from the golden file's runs (information: the numbers decide).
+    n_values : int
+        Values compared.
+    """
+
+    mismatches: pd.DataFrame
+    environment_changes: list[str]
+    config_changes: list[str]
+    n_values: int
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches.empty
+
+
+def compare_golden(expected: pd.DataFrame, meta: dict, got: pd.DataFrame, configs: list[RunConfig],
+                   current: dict | None = None) -> ExactResult:
+    """Compare fresh rows with the golden ones under the tolerance the environments allow.
+
+    Parameters
+    ----------
+    expected, meta : pandas.DataFrame, dict
+        From :func:`read_golden`.
+    got, configs : pandas.DataFrame, list of RunConfig
+        From :func:`train_smoke`.
+    current : dict, optional
+        This environment; default :func:`environment`.
+
+    Returns
+    -------
+    ExactResult
+    """
+    env_changes = environment_changes(meta["environment"], current or environment())
+    tolerances = LOOSE if env_changes else TIGHT
+    return ExactResult(
+        mismatches=compare_rows(expected, got, tolerances),
+        environment_changes=env_changes,
+        config_changes=config_changes(meta.get("runs", []), configs),
+        n_values=len(expected) * len(tolerances),
+    )
+
+
+def mismatch_table(mismatches: pd.DataFrame, limit: int = 20) -> list[str]:
+    """The mismatches as aligned text lines, at most ``limit`` rows plus an "and N more" line."""
+    header = ("run", "epoch", "split", "column", "expected", "got", "change")
+    cells = []
+    for m in mismatches.head(limit).to_dict("records"):
+        change = f"{m['change']:+.3e}" if math.isfinite(m["change"]) else "—"
+        if m["missing"] == "got":
+            expected, got = "row", "missing"
+        elif m["missing"] == "expected":
+            expected, got = "missing", "row"
+        else:
+            expected, got = f"{m['expected']:.10g}", f"{m['got']:.10g}"
+        cells.append((f"{m['dataset']}/{m['model']} seed {m['seed']}", str(m["epoch"]), m["split"], m["column"],
+                      expected, got, change))
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    right = {1, 4, 5, 6}  # numbers align right
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in [header, *cells]]
+    if len(mismatches) > limit:
+        lines.append(f"and {len(mismatches) - limit} more")
+    return lines
+
+
+def check_exact(golden: Path, data_root: Path, update: bool = False) -> bool:
+    """Tier 1: train the smoke matrix and compare it with the golden file, or rewrite it.
+
+    Parameters
+    ----------
+    golden : Path
+        The golden file.
+    data_root : Path
+        The datasets folder.
+    update : bool
+        Rewrite the golden file from this run instead of checking.
+
+    Returns
+    -------
+    bool
+        True when the numbers match (always after an update).
+
+    Raises
+    ------
+    BenchError
+        When the golden file is missing or corrupt (checked before any training) or the
+        data is unusable.
+    """
+    start = time.perf_counter()
+    if update:
+        rows, configs = train_smoke(data_root)
+        meta = write_golden(golden, rows, configs)
+        env = meta["environment"]
+        click.echo(f"wrote {golden}: {len(rows)} rows of {len(configs)} runs "
+                   f"(torch {env['torch']}, python {env['python']}, {env['machine']} {env['cpu_capability']}, "
+                   f"{env['threads']} thread) in {time.perf_counter() - start:.1f}s; commit it")
+        return True
+    expected, meta = read_golden(golden)
+    got, configs = train_smoke(data_root)
+    result = compare_golden(expected, meta, got, configs)
+    if result.environment_changes:
+        click.echo(f"environment differs from the golden file's ({', '.join(result.environment_changes)}): "
+                   f"bits may differ, so the loose tolerance applies ({LOOSE_SUMMARY})")
+    for change in result.config_changes:
+        click.echo(f"config changed since the golden file: {change}")
+    seconds = time.perf_counter() - start
+    mode = "loose" if result.environment_changes else "tight"
+    if result.ok:
+        click.echo(f"bench check: {result.n_values} values of {len(configs)} runs match {golden} "
+                   f"({mode} tolerance) in {seconds:.1f}s")
+        return True
+    n = len(result.mismatches)
+    click.echo(f"bench check: {n} mismatch{'es' if n > 1 else ''} against {golden} ({mode} tolerance), worst first:")
+    for line in mismatch_table(result.mismatches):
+        click.echo(line)
+    click.echo("if the change is intended, rewrite the golden file with `bench check --update` and commit it")
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Tier 2: a multi-seed run folder against a stored reference
+# ---------------------------------------------------------------------------
+
+REFERENCE_FORMAT = "bench.reference/1"
+ALPHA = 0.01
+# (key, split, column): the final-epoch values stored per seed and tested.
+METRICS = (
+    ("train_loss", "train", "loss"),
+    ("train_recon", "train", "recon"),
+    ("test_loss", "test", "loss"),
+    ("test_recon", "test", "recon"),
+)
+
+
+def _final_values(runs_dir: Path) -> pd.DataFrame:
+    """One row per run: dataset, model, seed, run_id, status, config (minus seed), metric values."""
+    rows, runs = read_tree(runs_dir)
+    by_run = dict(iter(rows.groupby("run_id", sort=False)))
+    records = []
+    for run in runs.to_dict("records"):
+        mine = by_run.get(run["run_id"], rows.iloc[0:0])
+        config = dict(run["config"] or {})
+        config.pop("seed", None)
+        record = {k: run[k] for k in ("dataset", "model", "seed", "run_id", "status")}
+        record["config"] = json.dumps(config, sort_keys=True)
+        for key, split, column in METRICS:
+            part = mine[mine["split"] == split].sort_values(["epoch", "step"])
+            record[key] = float(part[column].iloc[-1]) if len(part) else math.nan
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _groups(finals: pd.DataFrame, runs_dir: Path) -> dict[tuple[str, str], pd.DataFrame]:
+    """Runs per (dataset, model), each with one config and at least two seeds, else BenchError."""
+    groups = {}
+    for (dataset, model), group in finals.groupby(["dataset", "model"], sort=True):
+        if group["config"].nunique() > 1:
+            raise BenchError(f"{runs_dir}: {model} on {dataset} has runs of {group['config'].nunique()} configurations; "
+                             "keep one configuration per model in the folder")
+        if len(group) < 2:
+            raise BenchError(f"{runs_dir}: {model} on {dataset} has {len(group)} run; a Welch test needs at least 2 "
+                             "seeds (bench run --seeds N)")
+        groups[(dataset, model)] = group.sort_values("seed")
+    return groups
+
+
+def build_reference(runs_dir: Path) -> dict:
+    """A reference from a folder of finished runs: per (dataset, model) its config and final values.
+
+    Raises
+    ------
+    BenchError
+        When a run is not finished, a model has several configs, or fewer than two seeds.
+    """
+    finals = _final_values(runs_dir)
+    unfinished = finals[finals["status"] != "finished"]
+    if len(unfinished):
+        first = unfinished.iloc[0]
+        raise BenchError(f"{runs_dir}: {len(unfinished)} run(s) not finished (e.g. {first['model']} seed {first['seed']}: "
+                         f"{first['status']}); a reference is stored from finished runs only")
+    entries = []
+    for (dataset, model), group in _groups(finals, runs_dir).items():
+        entries.append({
+            "dataset": dataset,
+            "model": model,
+            "config": json.loads(group["config"].iloc[0]),
+            "seeds": [int(s) for s in group["seed"]],
+            "values": {key: [float(v) for v in group[key]] for key, _, _ in METRICS},
+        })
+    return {"format": REFERENCE_FORMAT, "source": str(runs_dir),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries}
+
+
+def write_reference(path: Path, reference: dict) -> None:
+    """Publish a reference as JSON atomically."""
+    _publish(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n"))
+
+
+def read_reference(path: Path) -> dict:
+    """A stored reference, validated; BenchError (one line) when missing or malformed."""
+    path = Path(path)
+    hint = f"store one with `bench check --runs DIR --reference {path} --update`"
+    if not path.is_file():
+        raise BenchError(f"no reference at {path}; {hint}")
+    try:
+        reference = json.loads(path.read_text())
+        entries = reference["entries"] if reference["format"] == REFERENCE_FORMAT else None
+        valid = bool(entries) and all(
+            isinstance(e["config"], dict) and all(len(e["values"][k]) >= 2 and all(math.isfinite(v) for v in e["values"][k])
+                                                  for k, _, _ in METRICS)
+            for e in entries)
+    except (OSError, ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise BenchError(f"{path} is not a valid bench reference; {hint}")
+    return reference
+
+
+def compare_reference(reference: dict, runs_dir: Path, alpha: float = ALPHA) -> pd.DataFrame:
+    """Tier 2: one-sided Welch tests of the runs in ``runs_dir`` against ``reference``.
+
+    Parameters
+    ----------
+    reference : dict
+        From :func:`read_reference` or :func:`build_reference`.
+    runs_dir : Path
+        A records folder of finished (or diverged) runs, at least two seeds per model.
+    alpha : float
+        Family-wise error rate: a test fails when its Holm-adjusted p is below it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (dataset, model, metric), plus a ``diverged`` row per model with diverged
+        runs: ``ref`` and ``new`` (the values), ``p`` (Welch, new greater than reference),
+        ``p_holm`` and ``worse`` (bool).
+
+    Raises
+    ------
+    BenchError
+        When the folder and reference cover different models, a config differs from the
+        reference's, a run is unfinished, or a side has fewer than two seeds.
+    """
+    finals = _final_values(runs_dir)
+    unfinished = finals[~finals["status"].isin(["finished", "diverged"])]
+    if len(unfinished):
+        first = unfinished.iloc[0]
+        raise BenchError(f"{runs_dir}: {len(unfinished)} run(s) unfinished (e.g. {first['model']} seed {first['seed']}: "
+                         f"{first['status']}); finish them with bench run first")
+    groups = _groups(finals, runs_dir)
+    entries = {(e["dataset"], e["model"]): e for e in reference["entries"]}
+    if set(groups) != set(entries):
+        only_new = ", ".join(f"{d}/{m}" for d, m in sorted(set(groups) - set(entries))) or "none"
+        only_ref = ", ".join(f"{d}/{m}" for d, m in sorted(set(entries) - set(groups))) or "none"
+        raise BenchError(f"{runs_dir} and the reference cover different models (only in the folder: {only_new}; "
+                         f"only in the reference: {only_ref})")
+    tests = []
+    for (dataset, model), group in groups.items():
+        ref_config, new_config = entries[(dataset, model)]["config"], json.loads(group["config"].iloc[0])
+        differ = sorted(k for k in set(ref_config) | set(new_config) if ref_config.get(k) != new_config.get(k))
+        if differ:
+            what = ", ".join(f"{k} {ref_config.get(k)} vs {new_config.get(k)}" for k in differ)
+            raise BenchError(f"{dataset}/{model}: the runs' config differs from the reference's ({what}); "
+                             "compare runs of the reference's config, or store a new reference with --update")
+        finished = group[group["status"] == "finished"]
+        n_diverged = len(group) - len(finished)
+        if n_diverged:
+            tests.append({"dataset": dataset, "model": model, "metric": "diverged", "ref": np.array([]),
+                          "new": np.array([]), "p": math.nan, "diverged": n_diverged})
+        for key, _, _ in METRICS:
+            ref = np.asarray(entries[(dataset, model)]["values"][key], dtype=float)
+            new = finished[key].to_numpy(dtype=float)
+            p = math.nan  # untested: too few finished seeds left beside diverged ones
+            if new.size >= 2:
+                p = welch(new, ref, alternative="greater").p
+                if math.isnan(p):
+                    # Both sides constant: any increase is certain, none is no evidence.
+                    p = 0.0 if new.mean() > ref.mean() else 1.0
+            tests.append({"dataset": dataset, "model": model, "metric": key, "ref": ref, "new": new, "p": p,
+                          "diverged": 0})
+    table = pd.DataFrame(tests)
+    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    table["worse"] = (table["diverged"] > 0) | (table["p_holm"] < alpha)
+    return table
+
+
+def _spread(values: np.ndarray) -> str:
+    if values.size == 0:
+        return "—"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={values.size})"
+
+
+def _pvalue(p: float) -> str:
+    if math.isnan(p):
+        return "—"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def statistical_table(table: pd.DataFrame) -> list[str]:
+    """The tests as aligned text lines: model, metric, reference and new mean ± SD, p, verdict."""
+    header = ("model", "metric", "reference", "new", "p", "p (Holm)", "verdict")
+    cells = []
+    for t in table.to_dict("records"):
+        if t["diverged"]:
+            verdict = f"WORSE ({t['diverged']} run(s) diverged)"
+        elif math.isnan(t["p"]):
+            verdict = "untested (fewer than 2 finished seeds)"
+        else:
+            verdict = "WORSE" if t["worse"] else "ok"
+        cells.append((f"{t['dataset']}/{t['model']}", t["metric"], _spread(t["ref"]), _spread(t["new"]),
+                      _pvalue(t["p"]), _pvalue(t["p_holm"]), verdict))
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *cells]]
+
+
+def check_statistical(runs_dir: Path, reference_path: Path, alpha: float = ALPHA, update: bool = False) -> bool:
+    """Tier 2: test the runs in ``runs_dir`` against the reference, or store the reference.
+
+    Returns
+    -------
+    bool
+        True when no test finds the runs worse (always after an update).
+    """
+    if not 0 < alpha < 1:
+        raise BenchError(f"--alpha {alpha}: must be between 0 and 1")
+    if update:
+        reference = build_reference(runs_dir)
+        write_reference(reference_path, reference)
+        seeds = {len(e["seeds"]) for e in reference["entries"]}
+        click.echo(f"wrote {reference_path}: {len(reference['entries'])} models, "
+                   f"{'/'.join(map(str, sorted(seeds)))} seeds each, from {runs_dir}")
+        return True
+    table = compare_reference(read_reference(reference_path), runs_dir, alpha)
+    for line in statistical_table(table):
+        click.echo(line)
+    n_worse = int(table["worse"].sum())
+    verdict = f"{n_worse} of {len(table)} tests worse than" if n_worse else "no model worse than"
+    click.echo(f"bench check: {verdict} {reference_path} (one-sided Welch, Holm, alpha {alpha})")
+    return n_worse == 0

@@ -1,0 +1,345 @@
+"""bench check: the exact tier against the golden file, the statistical tier against a reference.
+
+The exact tier trains the smoke matrix once per module (real MNIST); planted changes to the
+golden numbers reuse those rows, planted changes to a coefficient retrain only that objective.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from bench import check
+from bench.cli import main
+from bench.errors import BenchError
+from bench.records import run_path, write_run
+from models.objectives import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "results" / "baseline" / "smoke.parquet"
+DATA_ROOT = Path(os.environ.get("BENCH_DATA") or REPO.parent / "shared" / "data")
+needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(), reason=f"real MNIST not found under {DATA_ROOT} (set BENCH_DATA)")
+
+
+def bench(*args):
+    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return check.train_smoke(DATA_ROOT)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return check.read_golden(GOLDEN)
+
+
+def rewrite(path, rows, meta):
+    """A golden file with exactly these rows and metadata, bypassing write_golden's fresh metadata."""
+    table = pa.Table.from_pandas(rows, schema=check.GOLDEN_SCHEMA, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({check.GOLDEN_KEY: json.dumps(meta).encode()}), path)
+    return path
+
+
+def where(rows, model, seed, epoch, split):
+    return (rows["model"] == model) & (rows["seed"] == seed) & (rows["epoch"] == epoch) & (rows["split"] == split)
+
+
+# ---------------------------------------------------------------------------
+# Tier 1
+# ---------------------------------------------------------------------------
+
+
+@needs_mnist
+def test_the_golden_file_covers_the_smoke_matrix(golden):
+    rows, meta = golden
+    assert sorted(meta["models"]) == sorted(PRESETS) and meta["seeds"] == [0, 1]
+    assert {r["run_id"] for r in meta["runs"]} == {c.run_id for c in check.smoke_configs()}
+    assert set(check.ENVIRONMENT_KEYS) <= set(meta["environment"]) and meta["environment"]["threads"] == 1
+    assert len(rows) == len(PRESETS) * 2 * 2 * 2  # models x seeds x epochs x splits
+    assert "seconds" not in rows.columns
+
+
+@needs_mnist
+def test_an_unchanged_tree_matches_the_golden_file(smoke, golden):
+    result = check.compare_golden(*golden, *smoke)
+    assert result.ok, check.mismatch_table(result.mismatches)
+    assert result.config_changes == []
+
+
+@needs_mnist
+@pytest.mark.parametrize("model, coefficient", [
+    ("vae", "w_kl"), ("betavae", "w_kl"), ("cvae", "w_cap"), ("factorvae", "gamma"), ("cfactorvae", "gamma"),
+])
+def test_a_one_percent_coefficient_change_fails_the_tight_check(smoke, monkeypatch, model, coefficient):
+    # Against this machine's own unchanged rows, so the verdict does not depend on where the golden file was made.
+    before = getattr(PRESETS[model], coefficient)
+    recorded = [{"run_id": c.run_id, "config": c.to_dict()} for c in check.smoke_configs([model])]
+    monkeypatch.setitem(PRESETS, model, dataclasses.replace(PRESETS[model], **{coefficient: before * 1.01}))
+    got, configs = check.train_smoke(DATA_ROOT, models=[model])
+    mismatches = check.compare_rows(smoke[0][smoke[0]["model"] == model], got, check.TIGHT)
+    assert len(mismatches) > 0 and set(mismatches["model"]) == {model}
+    assert "kl" in set(mismatches["column"])  # at smoke scale KL moves most; recon barely
+    worst = mismatches.iloc[0]
+    table = "\n".join(check.mismatch_table(mismatches))
+    assert f"mnist/{model} seed" in table and f"{worst['got']:.10g}" in table and f"{worst['expected']:.10g}" in table
+    assert check.config_changes(recorded, configs) == [f"{model} {coefficient} {before} -> {before * 1.01}"]
+
+
+@needs_mnist
+def test_a_planted_golden_number_fails_with_it_in_the_table(smoke, golden, tmp_path):
+    rows, meta = golden
+    rows = rows.copy()
+    rows.loc[where(rows, "cfactorvae", 1, 2, "test"), "recon"] = 123.25
+    expected, meta = check.read_golden(rewrite(tmp_path / "smoke.parquet", rows, meta))
+    result = check.compare_golden(expected, meta, *smoke)
+    assert not result.ok and len(result.mismatches) == 1
+    table = check.mismatch_table(result.mismatches)
+    assert table[0].split() == ["run", "epoch", "split", "column", "expected", "got", "change"]
+    assert table[1].split()[:6] == ["mnist/cfactorvae", "seed", "1", "2", "test", "recon"]
+    assert table[1].split()[6] == "123.25"
+
+
+@needs_mnist
+def test_rows_on_one_side_only_are_regressions(smoke, golden):
+    got, configs = smoke
+    expected, meta = golden
+    short = got[~where(got, "vae", 0, 2, "train")]
+    mismatches = check.compare_golden(expected, meta, short, configs).mismatches
+    assert mismatches[["model", "seed", "epoch", "split", "column", "missing"]].values.tolist() == [
+        ["vae", 0, 2, "train", "row", "got"]]
+    assert check.mismatch_table(mismatches)[1].split()[-3:] == ["row", "missing", "—"]
+    extra = check.compare_golden(expected[expected["model"] != "cvae"], meta, got, configs).mismatches
+    assert len(extra) == 8 and set(extra["missing"]) == {"expected"} and set(extra["model"]) == {"cvae"}
+
+
+@needs_mnist
+def test_a_long_table_is_cut_worst_first(smoke):
+    got, _ = smoke
+    shifted = got.copy()
+    shifted["loss"] *= 1 + np.linspace(1e-4, 1e-2, len(shifted))  # the last row moves most
+    mismatches = check.compare_rows(got, shifted, check.TIGHT)
+    table = check.mismatch_table(mismatches)
+    assert len(table) == 1 + 20 + 1 and table[-1] == f"and {len(shifted) - 20} more"
+    assert mismatches["severity"].is_monotonic_decreasing
+    assert table[1].split()[:5] == ["mnist/vae", "seed", "1", "2", "train"]  # the last row in key order
+
+
+@needs_mnist
+def test_another_environment_is_named_and_loosens_the_tolerance(smoke, golden):
+    got, configs = smoke
+    expected, meta = golden
+    other = {**meta, "environment": {**meta["environment"], "torch": "0.0.1", "cpu_capability": "NONE"}}
+    nudged = got.copy()
+    nudged.loc[where(nudged, "betavae", 0, 2, "test"), "loss"] *= 1 + 1e-4
+    here = check.compare_golden(expected, meta, nudged, configs)
+    there = check.compare_golden(expected, other, nudged, configs)
+    assert not here.ok and here.environment_changes == []
+    assert there.ok
+    assert there.environment_changes == [f"torch 0.0.1 -> {check.environment()['torch']}",
+                                         f"cpu_capability NONE -> {check.environment()['cpu_capability']}"]
+    nudged.loc[where(nudged, "betavae", 0, 2, "test"), "loss"] *= 1 + 1e-2
+    assert not check.compare_golden(expected, other, nudged, configs).ok
+
+
+@needs_mnist
+def test_check_exact_reports_and_returns_the_verdict(smoke, golden, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(check, "train_smoke", lambda root: smoke)
+    rows, meta = golden
+    other = {**meta, "environment": {**meta["environment"], "torch": "0.0.1"}}
+    assert check.check_exact(rewrite(tmp_path / "a.parquet", rows, other), DATA_ROOT)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("environment differs from the golden file's (torch 0.0.1 -> ")
+    assert "loose tolerance" in out[0] and "(loose tolerance)" in out[1]
+    rows = rows.copy()
+    rows.loc[where(rows, "factorvae", 0, 1, "train"), "tc"] = 7.5
+    assert not check.check_exact(rewrite(tmp_path / "b.parquet", rows, other), DATA_ROOT)
+    out = capsys.readouterr().out
+    assert "1 mismatch against" in out and "7.5" in out and "bench check --update" in out
+
+
+@needs_mnist
+def test_update_writes_the_golden_file_with_its_environment(smoke, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(check, "train_smoke", lambda root: smoke)
+    path = tmp_path / "baseline" / "smoke.parquet"
+    assert check.check_exact(path, DATA_ROOT, update=True)
+    assert capsys.readouterr().out.startswith(f"wrote {path}: 40 rows of 10 runs")
+    rows, meta = check.read_golden(path)
+    assert rows.equals(smoke[0])
+    assert {k: meta["environment"][k] for k in check.ENVIRONMENT_KEYS} == {
+        k: check.environment()[k] for k in check.ENVIRONMENT_KEYS}
+    assert [r["run_id"] for r in meta["runs"]] == [c.run_id for c in smoke[1]]
+    assert list(path.parent.iterdir()) == [path]  # published atomically, nothing left behind
+
+
+def test_a_missing_or_corrupt_golden_file_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchError, match=r"no golden file at .*bench check --update"):
+        check.read_golden(tmp_path / "none.parquet")
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(BenchError, match=r"not a readable golden file \(.*\); create it with `bench check --update`"):
+        check.read_golden(tmp_path / "text.parquet")
+    pq.write_table(pa.table({"loss": [1.0]}), tmp_path / "plain.parquet")
+    with pytest.raises(BenchError, match="no valid golden metadata"):
+        check.read_golden(tmp_path / "plain.parquet")
+    rewrite(tmp_path / "old.parquet", check.GOLDEN_SCHEMA.empty_table().to_pandas(), {"format": 0, "environment": {}})
+    with pytest.raises(BenchError, match="not a golden file of this version"):
+        check.read_golden(tmp_path / "old.parquet")
+
+
+@needs_mnist
+def test_bench_check_passes_on_the_committed_golden_file_and_writes_nothing():
+    before = {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*")}
+    result = bench("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "values of 10 runs match results/baseline/smoke.parquet" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*")} == before
+
+
+def test_bench_check_with_a_corrupt_golden_file_exits_2_in_one_line(tmp_path):
+    blob = GOLDEN.read_bytes() if GOLDEN.exists() else b"PAR1" + bytes(64)
+    (tmp_path / "smoke.parquet").write_bytes(blob[: len(blob) // 2])
+    result = bench("check", "--golden", str(tmp_path / "smoke.parquet"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "bench check --update" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# Tier 2
+# ---------------------------------------------------------------------------
+
+# Five seeds at centre + OFFSETS: the sample SD of OFFSETS is sqrt(2.5).
+OFFSETS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+SD = float(np.sqrt(2.5))
+CENTRES = {"vae": 100.0, "cfactorvae": 90.0}
+KEYS = ("train_loss", "train_recon", "test_loss", "test_recon")
+
+
+def write_runs(root, centres=CENTRES, seeds=5, status=None, config=None):
+    """Two epochs per run; the final-epoch value of metric k is centre + k + OFFSETS[seed]."""
+    for model, centre in centres.items():
+        for seed in range(seeds):
+            cfg = {"model": model, "dataset": "mnist", "seed": seed, "epochs": 2, "train_subset": 10_000, **(config or {})}
+            run_id = f"{model}-{seed}-{cfg['epochs']}"
+            rows = []
+            for epoch in (1, 2):
+                for split in ("train", "test"):
+                    final = {c: centre + KEYS.index(f"{split}_{c}") + OFFSETS[seed] for c in ("loss", "recon")}
+                    rows.append(dict(run_id=run_id, model=model, dataset="mnist", seed=seed, epoch=epoch, split=split,
+                                     step=4 * epoch, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
+                                     n_images=256, seconds=1.0, **{c: v + 50.0 * (2 - epoch) for c, v in final.items()}))
+            meta = {"run_id": run_id, "profile": "quick", "config": cfg,
+                    "status": (status or {}).get((model, seed), "finished")}
+            write_run(run_path(root, "mnist", model, seed, run_id), rows, meta)
+    return root
+
+
+def shifted(reference, model, by):
+    out = json.loads(json.dumps(reference))
+    for entry in out["entries"]:
+        if entry["model"] == model:
+            entry["values"] = {k: [v + by for v in values] for k, values in entry["values"].items()}
+    return out
+
+
+def test_a_reference_stores_config_and_final_values_per_seed(tmp_path):
+    reference = check.build_reference(write_runs(tmp_path))
+    assert [(e["dataset"], e["model"], e["seeds"]) for e in reference["entries"]] == [
+        ("mnist", "cfactorvae", [0, 1, 2, 3, 4]), ("mnist", "vae", [0, 1, 2, 3, 4])]
+    entry = reference["entries"][1]
+    assert "seed" not in entry["config"] and entry["config"]["epochs"] == 2
+    assert entry["values"]["test_loss"] == list(100.0 + 2 + OFFSETS)
+
+
+def test_a_reference_equal_to_the_data_passes(tmp_path):
+    runs = write_runs(tmp_path)
+    table = check.compare_reference(check.build_reference(runs), runs)
+    assert len(table) == 2 * 4 and not table["worse"].any()
+    assert table["p"].tolist() == pytest.approx([0.5] * 8)  # t = 0
+
+
+def test_a_reference_shifted_by_several_sds_fails_that_model_only(tmp_path):
+    runs = write_runs(tmp_path)
+    reference = shifted(check.build_reference(runs), "vae", -4 * SD)  # the new runs look 4 SDs worse
+    table = check.compare_reference(reference, runs)
+    assert table.loc[table["model"] == "vae", "worse"].all()
+    assert not table.loc[table["model"] == "cfactorvae", "worse"].any()
+    # Welch with equal SDs and n = 5: t = 4 SD / sqrt(2 SD^2 / 5), df = 8; Holm over 8 tests.
+    p = stats.t.sf(4 / np.sqrt(2 / 5), 8)
+    assert table.loc[table["model"] == "vae", "p"].tolist() == pytest.approx([p] * 4)
+    assert table.loc[table["model"] == "vae", "p_holm"].tolist() == pytest.approx([8 * p] * 4)
+    better = check.compare_reference(shifted(check.build_reference(runs), "vae", +4 * SD), runs)
+    assert not better["worse"].any()  # one-sided: improving is never a failure
+
+
+def test_a_diverged_run_fails_its_model(tmp_path):
+    runs = write_runs(tmp_path / "a")
+    reference = check.build_reference(runs)
+    diverged = write_runs(tmp_path / "b", status={("cfactorvae", 4): "diverged"})
+    table = check.compare_reference(reference, diverged)
+    flagged = table[table["worse"]]
+    assert flagged[["model", "metric"]].values.tolist() == [["cfactorvae", "diverged"]]
+    assert "WORSE (1 run(s) diverged)" in "\n".join(check.statistical_table(table))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(config={"epochs": 3}), "config differs from the reference's (epochs 2 vs 3)"),
+    (dict(centres={"vae": 100.0}), "cover different models (only in the folder: none; only in the reference: mnist/cfactorvae)"),
+    (dict(seeds=1), "has 1 run; a Welch test needs at least 2 seeds"),
+    (dict(status={("vae", 2): "running"}), "1 run(s) unfinished (e.g. vae seed 2: running)"),
+])
+def test_setup_problems_are_errors(tmp_path, change, message):
+    reference = check.build_reference(write_runs(tmp_path / "ref"))
+    with pytest.raises(BenchError) as error:
+        check.compare_reference(reference, write_runs(tmp_path / "new", **change))
+    assert message in str(error.value)
+
+
+def test_a_reference_is_stored_from_finished_runs_only(tmp_path):
+    with pytest.raises(BenchError, match=r"1 run\(s\) not finished .*diverged"):
+        check.build_reference(write_runs(tmp_path, status={("vae", 0): "diverged"}))
+
+
+def test_the_statistical_check_end_to_end(tmp_path, capsys):
+    runs, reference = write_runs(tmp_path / "runs"), tmp_path / "ref.json"
+    main(["check", "--runs", str(runs), "--reference", str(reference), "--update"])
+    assert capsys.readouterr().out.startswith(f"wrote {reference}: 2 models, 5 seeds each")
+    main(["check", "--runs", str(runs), "--reference", str(reference)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["model", "metric", "reference", "new", "p", "p", "(Holm)", "verdict"]
+    assert out[1].split()[:2] == ["mnist/cfactorvae", "train_loss"] and out[1].split()[-1] == "ok"
+    assert out[-1].startswith("bench check: no model worse than")
+    reference.write_text(json.dumps(shifted(json.loads(reference.read_text()), "cfactorvae", -5 * SD)))
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--runs", str(runs), "--reference", str(reference)])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    assert "4 of 8 tests worse than" in out and out.count("WORSE") == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "DIR"], "--runs and --reference go together"),
+    (["--runs", "DIR", "--reference", "REF", "--alpha", "1.5"], "--alpha 1.5: must be between 0 and 1"),
+    (["--runs", "DIR", "--reference", "REF"], "no reference at"),
+    (["--runs", "DIR", "--reference", "BAD"], "is not a valid bench reference"),
+])
+def test_statistical_input_errors_exit_2(tmp_path, capsys, args, message):
+    write_runs(tmp_path / "runs")
+    (tmp_path / "bad.json").write_text('{"format": "bench.reference/1", "entries": [{"values": {}}]}')
+    paths = {"DIR": str(tmp_path / "runs"), "REF": str(tmp_path / "none.json"), "BAD": str(tmp_path / "bad.json")}
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", *(paths.get(a, a) for a in args)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
