@@ -73,7 +73,7 @@ from models.objectives import PRESETS
 
 from .config import RunConfig, resolve
 from .errors import BenchError
-from .records import SCHEMA, _publish, read_tree
+from .records import SCHEMA, publish_atomic, read_tree
 from .stats import holm, welch
 
 # ---------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def write_golden(path: Path, rows: pd.DataFrame, configs: list[RunConfig]) -> di
     }
     table = pa.Table.from_pandas(rows, schema=GOLDEN_SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({GOLDEN_KEY: json.dumps(meta, sort_keys=True).encode()})
-    _publish(Path(path), lambda tmp: pq.write_table(table, tmp))
+    publish_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
     return meta
 
 
@@ -532,7 +532,7 @@ def build_reference(runs_dir: Path) -> dict:
 
 def write_reference(path: Path, reference: dict) -> None:
     """Publish a reference as JSON atomically."""
-    _publish(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n"))
+    publish_atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n"))
 
 
 def read_reference(path: Path) -> dict:

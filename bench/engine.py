@@ -84,10 +84,11 @@ class Trainer:
         self.step = 0
         self.epoch = 0
 
-    def _batch(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def batch_of(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The images at ``index`` as floats in [0, 1]."""
         return images[index].float().div_(255.0)
 
-    def _train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """One VAE update (and one discriminator update); returns the detached terms as a vector."""
         cfg, obj = self.config, self.objective
         c = capacity(self.step, cfg.c_max, self.ramp)
@@ -161,9 +162,9 @@ class Trainer:
         other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if self.disc is not None else None
         totals = torch.zeros(len(_TERMS), device=self.device, dtype=torch.float64)
         for b in range(self.steps_per_epoch):
-            x = self._batch(self.train_images, order[b * bs : (b + 1) * bs])
-            x_other = self._batch(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
-            totals += self._train_step(x, x_other)
+            x = self.batch_of(self.train_images, order[b * bs : (b + 1) * bs])
+            x_other = self.batch_of(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
+            totals += self.train_step(x, x_other)
         train = dict(zip(_TERMS, (totals / self.steps_per_epoch).tolist()))
         train_seconds = time.perf_counter() - start
         self.epoch += 1

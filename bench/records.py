@@ -64,11 +64,15 @@ def weights_path(record: Path) -> Path:
     return record.parent / "_weights" / f"{record.stem}.pt"
 
 
-def _publish(path: Path, write) -> None:
+def publish_atomic(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a hidden temporary file, then atomically rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private; a published record gets the usual umask-derived mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -81,14 +85,14 @@ def write_run(path: Path, rows: list[dict], meta: dict) -> None:
     """Publish a run's rows (dicts with the SCHEMA columns) and its metadata atomically."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA) if rows else SCHEMA.empty_table()
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    _publish(Path(path), lambda tmp: pq.write_table(table, tmp))
+    publish_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def save_weights(path: Path, state: dict) -> None:
     """Publish a torch state dict atomically (imported lazily: reading records needs no torch)."""
     import torch
 
-    _publish(Path(path), lambda tmp: torch.save(state, tmp))
+    publish_atomic(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def read_meta(path: Path) -> dict:

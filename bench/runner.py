@@ -158,6 +158,10 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
     commit = git_commit()
     log(f"training {len(todo)} runs with {jobs} job(s) x {threads} thread(s) on {device}")
 
+    # Longest runs first: joblib then balances the jobs better, and the ETA weighs runs by cost.
+    todo.sort(key=lambda run: relative_cost(run.config), reverse=True)
+    cost = {run.config.run_id: relative_cost(run.config) for run in todo}
+    total_cost, done_cost = sum(cost.values()), 0.0
     start = time.perf_counter()
     tasks = (
         delayed(run_one)(run, str(data_root), device, threads,
@@ -167,15 +171,23 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
     finished = 0
     for run_id, status, message in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
         finished += 1
+        done_cost += cost[run_id]
         if status == "failed":
             summary.failed.append(f"{run_id}: {message}")
             log(f"run {run_id} failed: {message}")
         else:
             (summary.diverged if status == "diverged" else summary.done).append(run_id)
         elapsed = time.perf_counter() - start
-        eta = elapsed / finished * (len(todo) - finished)
+        eta = elapsed / done_cost * (total_cost - done_cost)
         log(f"{finished}/{len(todo)} runs trained, {_clock(elapsed)} elapsed, ETA {_clock(eta)}")
     return summary
+
+
+def relative_cost(config) -> float:
+    """Training images times a per-image cost: a discriminator makes an update about 4x dearer on
+    CPU and 2.5x on GPU (BENCHMARKS.md). A full split is counted as 60,000 images."""
+    per_image = 4.0 if config.gamma != 0 else 1.0
+    return config.epochs * (config.train_subset or 60_000) * per_image
 
 
 def _clock(seconds: float) -> str:

@@ -30,7 +30,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 50, warmup: int = 5,
+def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 50, warmup: int = 20,
             image_size: int = 32, channels: int = 1) -> Throughput:
     """Time ``steps`` update steps (VAE update plus, where the objective has one, the discriminator's).
 
@@ -46,9 +46,9 @@ def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 
     batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(steps + warmup)]
 
     def step(index):
-        x = trainer._batch(trainer.train_images, index)
-        other = trainer._batch(trainer.train_images, index.flip(0)) if trainer.disc is not None else None
-        return trainer._train_step(x, other)
+        x = trainer.batch_of(trainer.train_images, index)
+        other = trainer.batch_of(trainer.train_images, index.flip(0)) if trainer.disc is not None else None
+        return trainer.train_step(x, other)
 
     for index in batches[:warmup]:
         step(index)

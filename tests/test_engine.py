@@ -84,15 +84,15 @@ def test_seed_fixes_the_data_order_for_every_model(monkeypatch):
 
     def recording(model):
         order = []
-        original = Trainer._batch
+        original = Trainer.batch_of
 
         def spy(self, images, index):
             order.append(index.tolist())
             return original(self, images, index)
 
-        monkeypatch.setattr(Trainer, "_batch", spy)
+        monkeypatch.setattr(Trainer, "batch_of", spy)
         Trainer(small(model), images(64), images(16)).run_epoch()
-        monkeypatch.setattr(Trainer, "_batch", original)
+        monkeypatch.setattr(Trainer, "batch_of", original)
         return order
 
     seen["vae"] = recording("vae")
