@@ -460,17 +460,6 @@ def _chair_pixels(img: Image.Image) -> Image.Image:
     return img.convert("L").resize((_PHOTO_SIZE, _PHOTO_SIZE), Image.Resampling.BILINEAR)
 
 
-def _check_chairs(root: Path) -> None:
-    _chairs_split(root)
-
-
-def _load_chairs(root: Path, subset: Subset) -> Dataset:
-    train, test = _chairs_split(root)
-    return Dataset(
-        name="chairs",
-        train=_load_images(train[: _take(subset[0], len(train))], _chair_pixels, 1),
-        test=_load_images(test[: _take(subset[1], len(test))], _chair_pixels, 1),
-    )
 
 
 def _celeba_split(root: Path) -> tuple[list[Path], list[Path]]:
@@ -528,17 +517,26 @@ def _celeba_pixels(img: Image.Image) -> Image.Image:
     return img.resize((_PHOTO_SIZE, _PHOTO_SIZE), Image.Resampling.BILINEAR)
 
 
-def _check_celeba(root: Path) -> None:
-    _celeba_split(root)
+def _image_folder(name: str, split, pixels, channels: int):
+    """``(checker, loader)`` for a data set of image files: ``split(root)`` lists the train and
+    test files (raising DataError when unusable), ``pixels`` turns one image into its final form."""
+
+    def check(root: Path) -> None:
+        split(root)
+
+    def load(root: Path, subset: Subset) -> Dataset:
+        train, test = split(root)
+        return Dataset(
+            name=name,
+            train=_load_images(train[: _take(subset[0], len(train))], pixels, channels),
+            test=_load_images(test[: _take(subset[1], len(test))], pixels, channels),
+        )
+
+    return check, load
 
 
-def _load_celeba(root: Path, subset: Subset) -> Dataset:
-    train, test = _celeba_split(root)
-    return Dataset(
-        name="celeba",
-        train=_load_images(train[: _take(subset[0], len(train))], _celeba_pixels, 3),
-        test=_load_images(test[: _take(subset[1], len(test))], _celeba_pixels, 3),
-    )
+_check_chairs, _load_chairs = _image_folder("chairs", _chairs_split, _chair_pixels, 1)
+_check_celeba, _load_celeba = _image_folder("celeba", _celeba_split, _celeba_pixels, 3)
 
 
 # ---------------------------------------------------------------------------
