@@ -133,7 +133,8 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All rows under root and one summary row per run.
 
     Returns ``(rows, runs)``. ``runs`` has run_id, model, dataset, seed, profile, status,
-    epochs (planned), epochs_done, wall_seconds, path and the full config as ``config``.
+    epochs (planned), epochs_done, wall_seconds, device, torch (version), threads, path and
+    the full config as ``config``.
     Raises RecordError when root holds no run files or any file is not a valid run.
     """
     files = run_files(root)
@@ -155,6 +156,9 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "epochs": config.get("epochs"),
                 "epochs_done": int(rows["epoch"].max()) if len(rows) else 0,
                 "wall_seconds": meta.get("wall_seconds"),
+                "device": meta.get("device"),
+                "torch": (meta.get("versions") or {}).get("torch"),
+                "threads": meta.get("threads"),
                 "path": str(path),
                 "config": config,
             }

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -345,6 +346,14 @@ def _per_model(done: pd.DataFrame, describe) -> str:
     return "differs between models: " + "; ".join(f"{m} {v}" for m, v in values.items())
 
 
+def _machine(run: dict) -> str:
+    """Device, torch version and threads of one run, as its metadata recorded them."""
+    if not run.get("device"):
+        return "not recorded"
+    threads = f", {run['threads']} thread(s)" if run.get("device") == "cpu" and run.get("threads") else ""
+    return f"{run['device']}, torch {run.get('torch') or '?'}{threads}"
+
+
 def _config_value(run: dict, key: str):
     return (run.get("config") or {}).get(key)
 
@@ -361,6 +370,7 @@ def _provenance(finals: pd.DataFrame, dataset: str) -> list[str]:
         f"- Train subset: {_per_model(done, lambda r: _subset(_config_value(r, 'train_subset')))}; "
         f"test subset: {_per_model(done, lambda r: _subset(_config_value(r, 'test_subset')))} (0 in the config = full split)",
         f"- Seeds: {', '.join(map(str, seeds)) or 'none finished'}",
+        f"- Trained on: {_per_model(done, _machine)}",
         f"- Runs: {len(done)} finished runs averaged; excluded from the means: "
         f"{int((table['status'] == 'diverged').sum())} diverged, "
         f"{int((~table['status'].isin(['finished', 'diverged'])).sum())} unfinished, "
@@ -492,8 +502,10 @@ def _save(figure: Figure, stem: Path) -> list[Path]:
     for ax in figure.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        figure.savefig(path, dpi=120, bbox_inches="tight")
+    # No timestamps and fixed SVG ids: the same records give the same files, so diffs show real changes.
+    with matplotlib.rc_context({"svg.hashsalt": "bench"}):
+        figure.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
+        figure.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
     return paths
 
 

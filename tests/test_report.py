@@ -267,3 +267,11 @@ def test_summarise_keeps_all_five_models_in_order(small_tree):
     table = summarise(final_epoch_table(rows, runs))
     assert list(table.loc[table["dataset"] == "mnist", "model"]) == list(MODELS)
     assert table.loc[(table["dataset"] == "mnist") & (table["model"] == "vae"), "n_finished"].item() == 0
+
+
+def test_same_records_give_byte_identical_files(small_tree, tmp_path):
+    first = write_report(small_tree, tmp_path / "a" / "table1.md", dataset="mnist")
+    second = write_report(small_tree, tmp_path / "b" / "table1.md", dataset="mnist")
+    assert [p.name for p in first.paths] == [p.name for p in second.paths]
+    for a, b in zip(first.paths, second.paths):
+        assert a.read_bytes() == b.read_bytes(), a.name
