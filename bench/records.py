@@ -44,7 +44,6 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 META_KEY = b"bench.run"
-STATUSES = ("running", "finished", "diverged")
 
 
 class RecordError(BenchError):
