@@ -73,7 +73,7 @@ from models.objectives import PRESETS
 
 from .config import RunConfig, resolve
 from .errors import BenchError
-from .records import SCHEMA, publish_atomic, read_tree
+from .records import FINAL_METRICS, SCHEMA, final_values, publish_atomic, read_tree
 from .stats import holm, welch
 
 # ---------------------------------------------------------------------------
@@ -462,31 +462,14 @@ def check_exact(golden: Path, data_root: Path, update: bool = False) -> bool:
 
 REFERENCE_FORMAT = "bench.reference/1"
 ALPHA = 0.01
-# (key, split, column): the final-epoch values stored per seed and tested.
-METRICS = (
-    ("train_loss", "train", "loss"),
-    ("train_recon", "train", "recon"),
-    ("test_loss", "test", "loss"),
-    ("test_recon", "test", "recon"),
-)
+# The final-epoch values stored per seed and tested.
+METRICS = FINAL_METRICS
 
 
 def _final_values(runs_dir: Path) -> pd.DataFrame:
-    """One row per run: dataset, model, seed, run_id, status, config (minus seed), metric values."""
-    rows, runs = read_tree(runs_dir)
-    by_run = dict(iter(rows.groupby("run_id", sort=False)))
-    records = []
-    for run in runs.to_dict("records"):
-        mine = by_run.get(run["run_id"], rows.iloc[0:0])
-        config = dict(run["config"] or {})
-        config.pop("seed", None)
-        record = {k: run[k] for k in ("dataset", "model", "seed", "run_id", "status")}
-        record["config"] = json.dumps(config, sort_keys=True)
-        for key, split, column in METRICS:
-            part = mine[mine["split"] == split].sort_values(["epoch", "step"])
-            record[key] = float(part[column].iloc[-1]) if len(part) else math.nan
-        records.append(record)
-    return pd.DataFrame(records)
+    """One row per run: its status, ``config`` (the config minus seed) and final metric values."""
+    finals = final_values(*read_tree(runs_dir))
+    return finals.assign(config=finals["config_key"])
 
 
 def _groups(finals: pd.DataFrame, runs_dir: Path) -> dict[tuple[str, str], pd.DataFrame]:

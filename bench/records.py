@@ -11,6 +11,7 @@ dot-prefixed temporary name in the same folder, then moved over the final name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -43,6 +44,13 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+# The final-epoch numbers of Table 1 and of the regression references: (key, split, column).
+FINAL_METRICS = (
+    ("train_loss", "train", "loss"),
+    ("train_recon", "train", "recon"),
+    ("test_loss", "test", "loss"),
+    ("test_recon", "test", "recon"),
+)
 META_KEY = b"bench.run"
 
 
@@ -164,3 +172,40 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     return rows, pd.DataFrame(summaries)
+
+
+def config_key(config: dict | None) -> str:
+    """A run's configuration without its seed, as a comparable string: runs that share it are seeds of one setting."""
+    config = dict(config or {})
+    config.pop("seed", None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def final_values(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's numbers at its last recorded epoch, one row per run.
+
+    Parameters
+    ----------
+    rows, runs : pandas.DataFrame
+        As returned by :func:`read_tree`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``runs`` columns plus ``config_key`` and, for each key of :data:`FINAL_METRICS`,
+        the value and ``<key>_epoch``. A diverged run gives, per metric, its last finite value.
+    """
+    by_run = dict(iter(rows.groupby("run_id", sort=False)))
+    records = []
+    for run in runs.to_dict("records"):
+        mine = by_run.get(run["run_id"], rows.iloc[0:0])
+        record = dict(run, config_key=config_key(run.get("config")))
+        for key, split, column in FINAL_METRICS:
+            part = mine[mine["split"] == split].sort_values(["epoch", "step"])
+            if run.get("status") == "diverged":
+                part = part[part[column].map(math.isfinite)]
+            last = part.iloc[-1] if len(part) else None
+            record[key] = float(last[column]) if last is not None else math.nan
+            record[f"{key}_epoch"] = int(last["epoch"]) if last is not None else pd.NA
+        records.append(record)
+    return pd.DataFrame(records)

@@ -17,7 +17,6 @@ trains and does not import torch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import BenchError
-from .records import read_tree
+from .records import FINAL_METRICS, final_values, read_tree
 from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
@@ -40,14 +39,14 @@ LABELS = {
     "factorvae": "FactorVAE (FVAE)",
     "cfactorvae": "CFactorVAE (CFVAE)",
 }
-# (key, Table 1 header, split, records column)
-METRICS = (
-    ("train_loss", "Train loss", "train", "loss"),
-    ("train_recon", "Train recon loss", "train", "recon"),
-    ("test_loss", "Test loss", "test", "loss"),
-    ("test_recon", "Test recon error", "test", "recon"),
-)
-HEADERS = {key: header for key, header, _, _ in METRICS}
+HEADERS = {
+    "train_loss": "Train loss",
+    "train_recon": "Train recon loss",
+    "test_loss": "Test loss",
+    "test_recon": "Test recon error",
+}
+# Table 1's columns, in the order of the final values the records give (bench.records.FINAL_METRICS).
+METRICS = tuple((key, HEADERS[key]) for key, _, _ in FINAL_METRICS)
 # The paper's Table 1 as printed, in METRICS order; it reports no VAE or beta-VAE row.
 PAPER_TABLE1 = {
     "cvae": (125.75, 124.89, 21.13, 21.0),
@@ -96,13 +95,6 @@ class ReportSummary:
         return (self.markdown, self.csv, *self.figures)
 
 
-def _config_key(config) -> str:
-    """The run's configuration without its seed, as a comparable string."""
-    config = dict(config) if isinstance(config, dict) else {}
-    config.pop("seed", None)
-    return json.dumps(config, sort_keys=True, default=str)
-
-
 def _model_order(models) -> list[str]:
     """The five models in Table 1 order, then any other model name found in the records."""
     return list(MODELS) + sorted(set(models) - set(MODELS))
@@ -135,20 +127,7 @@ def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         most runs, then most epochs), so that runs of different settings are never averaged
         together.
     """
-    by_run = dict(iter(rows.groupby(RUN_KEYS, sort=False, dropna=False)))
-    records = []
-    for run in runs.to_dict("records"):
-        mine = by_run.get(tuple(run[k] for k in RUN_KEYS), rows.iloc[0:0])
-        record = dict(run, config_key=_config_key(run.get("config")))
-        for key, _, split, column in METRICS:
-            part = mine[mine["split"] == split].sort_values(["epoch", "step"])
-            if run.get("status") == "diverged":
-                part = part[np.isfinite(part[column].to_numpy(dtype=float))]
-            last = part.iloc[-1] if len(part) else None
-            record[key] = float(last[column]) if last is not None else np.nan
-            record[f"{key}_epoch"] = int(last["epoch"]) if last is not None else pd.NA
-        records.append(record)
-    finals = pd.DataFrame(records)
+    finals = final_values(rows, runs)
     finals["in_table"] = False
     for _, group in finals.groupby(["dataset", "model"], sort=False):
         chosen = max(group["config_key"].unique(), key=lambda key: _config_rank(group, key))

@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from bench.records import COLUMNS, RecordError, read_run, read_tree, run_files, run_path, write_run
+from bench.records import COLUMNS, RecordError, config_key, final_values, read_run, read_tree, run_files, run_path, write_run
 
 CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
             "capacity", "capacity_gap", "disc_acc", "n_images", "seconds"]
@@ -93,3 +93,20 @@ def test_metadata_is_json_in_the_file(tmp_path):
     path = publish(tmp_path, "vae", 0, [row()], status="running")
     raw = pq.read_schema(path).metadata[b"bench.run"]
     assert json.loads(raw)["status"] == "running"
+
+
+def test_final_values_take_the_last_epoch_and_skip_nan_only_when_diverged(tmp_path):
+    nan = float("nan")
+    finished = [row("vae", 0, 1, "train", 5.0), row("vae", 0, 2, "train", 3.0),
+                row("vae", 0, 1, "test", 4.0), row("vae", 0, 2, "test", 2.5)]
+    diverged = [row("cvae", 0, 1, "train", 7.0), row("cvae", 0, 2, "train", nan),
+                row("cvae", 0, 1, "test", 6.0), row("cvae", 0, 2, "test", nan)]
+    publish(tmp_path, "vae", 0, finished)
+    publish(tmp_path, "cvae", 0, diverged, status="diverged")
+    finals = final_values(*read_tree(tmp_path)).set_index("model")
+    assert (finals.loc["vae", "train_loss"], finals.loc["vae", "test_recon"]) == (3.0, 2.5)
+    assert finals.loc["vae", "test_recon_epoch"] == 2
+    assert (finals.loc["cvae", "train_loss"], finals.loc["cvae", "test_loss"]) == (7.0, 6.0)
+    assert finals.loc["cvae", "train_loss_epoch"] == 1
+    # The seed is not part of the configuration key: seeds of one setting share it.
+    assert config_key({"model": "vae", "seed": 0, "lr": 1e-4}) == config_key({"seed": 3, "lr": 1e-4, "model": "vae"})
