@@ -57,6 +57,7 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.objective = Objective(config.w_kl, config.w_cap, config.gamma)
+        self.dtype = getattr(torch, config.dtype)
         self.train_images = train_images.to(self.device)
         self.test_images = test_images.to(self.device)
         channels, size = train_images.shape[1], train_images.shape[-1]
@@ -68,8 +69,8 @@ class Trainer:
         # Initialisation draws from its own stream, leaving the global generator untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(config.seed, "init"))
-            self.vae = VAE(config.z_dim, channels, size)
-            self.disc = Discriminator(config.z_dim) if self.objective.uses_discriminator else None
+            self.vae = VAE(config.z_dim, channels, size, self.dtype)
+            self.disc = Discriminator(config.z_dim, dtype=self.dtype) if self.objective.uses_discriminator else None
         self.vae.to(self.device)
         self.opt = torch.optim.Adam(self.vae.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
         if self.disc is not None:
@@ -85,19 +86,19 @@ class Trainer:
         self.epoch = 0
 
     def batch_of(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The images at ``index`` as floats in [0, 1]."""
-        return images[index].float().div_(255.0)
+        """The images at ``index`` as floats of the run's dtype in [0, 1]."""
+        return images[index].to(self.dtype).div_(255.0)
 
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """One VAE update (and one discriminator update); returns the detached terms as a vector."""
         cfg, obj = self.config, self.objective
         c = capacity(self.step, cfg.c_max, self.ramp)
-        eps = torch.randn(len(x), cfg.z_dim, generator=self.g_noise, device=self.device)
+        eps = torch.randn(len(x), cfg.z_dim, generator=self.g_noise, device=self.device, dtype=self.dtype)
         logits, mu, logvar, z = self.vae(x, eps)
         recon = bernoulli_nll(logits, x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         gap = (kl - c).abs()
-        nan = torch.full((), math.nan, device=self.device)
+        nan = torch.full((), math.nan, device=self.device, dtype=self.dtype)
         tc, acc = nan, nan
         if self.disc is not None:
             # D is a fixed critic inside the VAE loss: no gradient is spent on its parameters here.
@@ -114,7 +115,7 @@ class Trainer:
             # Both inputs are detached so D's loss never reaches the encoder.
             with torch.no_grad():
                 mu2, logvar2 = self.vae.encoder(x_other)
-                eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device)
+                eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device, dtype=self.dtype)
                 z_perm = permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, self.g_disc)
             d_loss, acc = discriminator_loss(self.disc(z.detach()), self.disc(z_perm))
             self.d_opt.zero_grad(set_to_none=True)
@@ -132,8 +133,8 @@ class Trainer:
         recon_sum = kl_sum = 0.0
         zs = []
         for start in range(0, len(self.test_images), EVAL_BATCH):
-            x = self.test_images[start : start + EVAL_BATCH].float().div_(255.0)
-            eps = torch.randn(len(x), cfg.z_dim, generator=g, device=self.device)
+            x = self.test_images[start : start + EVAL_BATCH].to(self.dtype).div_(255.0)
+            eps = torch.randn(len(x), cfg.z_dim, generator=g, device=self.device, dtype=self.dtype)
             logits, mu, logvar, z = self.vae(x, eps)
             recon_sum = recon_sum + bernoulli_nll(logits, x).sum()
             kl_sum = kl_sum + gaussian_kl(mu, logvar).sum()

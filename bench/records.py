@@ -52,6 +52,9 @@ FINAL_METRICS = (
     ("test_recon", "test", "recon"),
 )
 META_KEY = b"bench.run"
+# RunConfig fields added after the first published records, with the value those records implicitly used:
+# a config read from such a record gets them, so old and new runs of one setting compare equal.
+ADDED_DEFAULTS = {"dtype": "float32"}
 
 
 class RecordError(BenchError):
@@ -150,7 +153,7 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames, summaries = [], []
     for path in files:
         rows, meta = read_run(path)
-        config = meta.get("config", {})
+        config = {**ADDED_DEFAULTS, **meta.get("config", {})}
         frames.append(rows)
         summaries.append(
             {

@@ -27,16 +27,16 @@ def _conv_channels(image_size: int) -> list[int]:
 class Encoder(nn.Module):
     """q(z|x): convolutions to a 64x4x4 map, then Linear -> 256 -> 2*z (mean, log-variance)."""
 
-    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32):
+    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32, dtype: torch.dtype | None = None):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = channels
         for out_ch in _conv_channels(image_size):
-            layers += [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, dtype=dtype), nn.ReLU()]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(_FEATURES, _HIDDEN), nn.ReLU(), nn.Linear(_HIDDEN, 2 * z_dim)
+            nn.Flatten(), nn.Linear(_FEATURES, _HIDDEN, dtype=dtype), nn.ReLU(), nn.Linear(_HIDDEN, 2 * z_dim, dtype=dtype)
         )
         self.z_dim = z_dim
 
@@ -48,16 +48,16 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """p(x|z): Linear z -> 256 -> 64x4x4, transposed convolutions up to the image; Bernoulli logits out."""
 
-    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32):
+    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32, dtype: torch.dtype | None = None):
         super().__init__()
         self.fc = nn.Sequential(
-            nn.Linear(z_dim, _HIDDEN), nn.ReLU(), nn.Linear(_HIDDEN, _FEATURES), nn.ReLU()
+            nn.Linear(z_dim, _HIDDEN, dtype=dtype), nn.ReLU(), nn.Linear(_HIDDEN, _FEATURES, dtype=dtype), nn.ReLU()
         )
         # The mirror of the encoder: its channel list reversed, ending at the image channels.
         widths = _conv_channels(image_size)[::-1] + [channels]
         layers: list[nn.Module] = []
         for i, (in_ch, out_ch) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1))
+            layers.append(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, dtype=dtype))
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())
         self.deconvs = nn.Sequential(*layers)
@@ -67,12 +67,16 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Encoder and decoder with the reparameterisation z = mu + sigma * eps (paper, section 2)."""
+    """Encoder and decoder with the reparameterisation z = mu + sigma * eps (paper, section 2).
 
-    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32):
+    ``dtype`` creates the weights in that type, so their initial values are drawn in it
+    (not drawn in float32 and cast).
+    """
+
+    def __init__(self, z_dim: int, channels: int = 1, image_size: int = 32, dtype: torch.dtype | None = None):
         super().__init__()
-        self.encoder = Encoder(z_dim, channels, image_size)
-        self.decoder = Decoder(z_dim, channels, image_size)
+        self.encoder = Encoder(z_dim, channels, image_size, dtype)
+        self.decoder = Decoder(z_dim, channels, image_size, dtype)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor):
         """Return (logits, mu, logvar, z) for images x and standard-normal noise eps."""
@@ -84,14 +88,14 @@ class VAE(nn.Module):
 class Discriminator(nn.Module):
     """D(z): 2 logits, index 0 for 'drawn from q(z)', index 1 for 'drawn from prod_j q(z_j)'."""
 
-    def __init__(self, z_dim: int, hidden: int = 1000, depth: int = 6):
+    def __init__(self, z_dim: int, hidden: int = 1000, depth: int = 6, dtype: torch.dtype | None = None):
         super().__init__()
         layers: list[nn.Module] = []
         width = z_dim
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(width, hidden, dtype=dtype), nn.LeakyReLU(0.2)]
             width = hidden
-        layers.append(nn.Linear(width, 2))
+        layers.append(nn.Linear(width, 2, dtype=dtype))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

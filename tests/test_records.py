@@ -110,3 +110,10 @@ def test_final_values_take_the_last_epoch_and_skip_nan_only_when_diverged(tmp_pa
     assert finals.loc["cvae", "train_loss_epoch"] == 1
     # The seed is not part of the configuration key: seeds of one setting share it.
     assert config_key({"model": "vae", "seed": 0, "lr": 1e-4}) == config_key({"seed": 3, "lr": 1e-4, "model": "vae"})
+
+
+def test_a_config_read_from_an_older_record_gets_the_fields_added_since(tmp_path):
+    path = run_path(tmp_path, "mnist", "vae", 0, "old")
+    write_run(path, [], {"run_id": "old", "status": "finished", "config": {"model": "vae", "seed": 0, "lr": 1e-4}})
+    _, runs = read_tree(tmp_path)
+    assert runs.loc[0, "config"] == {"model": "vae", "seed": 0, "lr": 1e-4, "dtype": "float32"}
