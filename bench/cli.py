@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from models.objectives import PRESETS
+from models.objectives import PAPER_MODELS, PRESETS
 
 from .config import PROFILES, parse_overrides
 from .errors import BenchError
+
+MODELS_HELP = f"all (the paper's {', '.join(PAPER_MODELS)}), or a comma list of {', '.join(PRESETS)}"
 
 
 @click.group()
@@ -19,7 +21,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--models", default="all", show_default=True, help=f"all, or a comma list of {', '.join(PRESETS)}")
+@click.option("--models", default="all", show_default=True, help=MODELS_HELP)
 @click.option("--datasets", default="mnist", show_default=True, help="all, or a comma list of dataset names")
 @click.option("--seeds", default=5, show_default=True, type=int, help="number of seeds, numbered 0..N-1")
 @click.option("--profile", default="paper", show_default=True, help=f"one of {', '.join(PROFILES)}")
@@ -47,7 +49,7 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
     if subset is not None:
         n_train, n_test = data.parse_subset(subset)
         overrides.update({"train_subset": n_train or 0, "test_subset": n_test or 0})
-    plan = make_plan(parse_names(models, PRESETS, "model"), parse_names(datasets, data.DATASETS, "dataset"),
+    plan = make_plan(parse_names(models, PRESETS, "model", PAPER_MODELS), parse_names(datasets, data.DATASETS, "dataset"),
                      seeds, profile, overrides, out)
     if dry_run:
         for item in plan:
@@ -79,7 +81,7 @@ def report(runs, dataset, out):
 
 
 @cli.command(name="bench")
-@click.option("--models", default="all", show_default=True, help=f"all, or a comma list of {', '.join(PRESETS)}")
+@click.option("--models", default="all", show_default=True, help=MODELS_HELP)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--steps", default=50, show_default=True, type=int, help="timed update steps per objective")
@@ -101,7 +103,7 @@ def bench_speed(models, device, batch_size, steps, threads):
     device = resolve_device(device)
     click.echo(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), batch {batch_size}, {steps} steps")
     click.echo(f"{'model':<11} {'images/s':>10} {'ms/step':>9}")
-    names = parse_names(models, PRESETS, "model")
+    names = parse_names(models, PRESETS, "model", PAPER_MODELS)
     # The first timing in a fresh process reads ~25% slow even after 20 warm-up steps (measured),
     # so one untimed pass of the same length settles the process first.
     measure(names[0], device, batch_size, steps)

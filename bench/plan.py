@@ -17,11 +17,11 @@ class PlannedRun:
     path: Path  # where its record is published
 
 
-def parse_names(text: str, known, what: str) -> list[str]:
-    """``all`` or a comma-separated list of known names, in the order given, without repeats."""
+def parse_names(text: str, known, what: str, everything=None) -> list[str]:
+    """``all`` (``everything``, default every known name) or a comma list of known names, in order, without repeats."""
     known = list(known)
     if text.strip() == "all":
-        return known
+        return list(everything or known)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise BenchError(f"no {what} given; use all or a comma-separated list of {', '.join(known)}")

@@ -1,9 +1,15 @@
 """Profiles, presets, overrides and run ids."""
 
+import dataclasses
+import hashlib
+import json
+
 import pytest
+from support import REPO
 
 from bench.config import PROFILES, RunConfig, parse_overrides, resolve
 from bench.errors import BenchError
+from bench.records import read_tree, run_files
 
 
 def test_paper_profile_defaults():
@@ -15,8 +21,8 @@ def test_paper_profile_defaults():
 
 
 @pytest.mark.parametrize("model, weights", [
-    ("vae", (1, 0, 0)), ("betavae", (4, 0, 0)), ("cvae", (0, 1000, 0)),
-    ("factorvae", (1, 0, 6.4)), ("cfactorvae", (0, 1, 6.4)),
+    ("vae", (1, 0, 0)), ("betavae", (4, 0, 0)), ("cvae", (0, 1, 0)),
+    ("factorvae", (1, 0, 6.4)), ("cfactorvae", (0, 1, 6.4)), ("cvae-burgess", (0, 1000, 0)),
 ])
 def test_presets(model, weights):
     cfg = resolve(model, "mnist", 0, "paper")
@@ -46,6 +52,7 @@ def test_run_id_is_a_hash_of_the_resolved_config():
     ("gamma=nan", "finite"),
     ("beta2=1", r"\[0, 1\)"),
     ("model=vae", "unknown key"),
+    ("dtype=float16", "choose from float32, float64"),
 ])
 def test_bad_overrides(pair, message):
     with pytest.raises(BenchError, match=message):
@@ -57,3 +64,25 @@ def test_unknown_model_and_profile():
         resolve("vea", "mnist", 0, "paper")
     with pytest.raises(BenchError, match="unknown profile"):
         resolve("vae", "mnist", 0, "fast")
+
+
+def test_dtype_is_a_setting_and_part_of_the_run_id():
+    assert parse_overrides(["dtype=float64"]) == {"dtype": "float64"}
+    single = resolve("vae", "mnist", 0, "smoke")
+    double = resolve("vae", "mnist", 0, "smoke", {"dtype": "float64"})
+    assert single.dtype == "float32" and double.dtype == "float64" and single.run_id != double.run_id
+
+
+def test_a_float32_run_id_is_the_hash_of_its_fields_without_dtype():
+    # Records written before dtype existed carry ids hashed without it; the default keeps matching them.
+    config = resolve("cfactorvae", "mnist", 3, "quick")
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "dtype"}
+    assert config.run_id == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_the_committed_records_keep_their_run_ids():
+    files = run_files(REPO / "results" / "records")
+    _, runs = read_tree(REPO / "results" / "records")
+    assert len(files) == len(runs) >= 60
+    for run in runs.to_dict("records"):
+        assert RunConfig.from_dict(run["config"]).run_id == run["run_id"], run["path"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.objectives import (
+    PAPER_MODELS,
     PRESETS,
     Objective,
     bernoulli_nll,
@@ -92,9 +93,10 @@ def test_discriminator_loss_and_accuracy():
         # recon 100, KL 10, |KL - C| 6, TC 0.5
         ("vae", 100 + 10),
         ("betavae", 100 + 4 * 10),
-        ("cvae", 100 + 1000 * 6),
+        ("cvae", 100 + 6),
         ("factorvae", 100 + 10 + 6.4 * 0.5),
         ("cfactorvae", 100 + 6 + 6.4 * 0.5),
+        ("cvae-burgess", 100 + 1000 * 6),
     ],
 )
 def test_presets_combine_terms(model, expected):
@@ -103,3 +105,10 @@ def test_presets_combine_terms(model, expected):
 
 def test_unused_terms_may_be_nan():
     assert Objective(1.0, 0.0, 0.0).combine(1.0, 2.0, math.nan, math.nan) == 3.0
+
+
+def test_the_paper_models_are_five_presets_and_cfactorvae_is_cvae_plus_tc():
+    assert PAPER_MODELS == ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
+    assert set(PAPER_MODELS) < set(PRESETS)
+    # Eq. 12 is Eq. 9 (weight 1 on |KL - C|) plus gamma TC: the two presets differ in gamma only.
+    assert PRESETS["cfactorvae"] == Objective(PRESETS["cvae"].w_kl, PRESETS["cvae"].w_cap, 6.4)
