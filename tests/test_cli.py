@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import DATA_ROOT, REPO, needs_mnist
 
 from bench.records import COLUMNS, read_tree
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("BENCH_DATA") or REPO.parent / "shared" / "data")
-pytestmark = pytest.mark.skipif(
-    not (DATA_ROOT / "mnist").is_dir(), reason=f"real MNIST not found under {DATA_ROOT} (set BENCH_DATA)"
-)
+pytestmark = needs_mnist
 
 
 def bench(*args, env=None):

@@ -4,7 +4,6 @@ generated folders in the real 3D Chairs and CelebA layouts, and the dSprites gri
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support import DATA_ROOT
 
 from bench import data
 from bench.data import DataError
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("BENCH_DATA") or REPO.parent / "shared" / "data")
 MNIST_DIR = DATA_ROOT / "mnist"
 MNIST_NAMES = [f"{stem}.gz" for stem in data._IDX_STEMS]
 needs_mnist = pytest.mark.skipif(

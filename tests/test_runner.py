@@ -1,18 +1,11 @@
 """The runner: what counts as done, what happens to killed and failing runs, run order."""
 
-import os
-from pathlib import Path
-
-import pytest
+from support import DATA_ROOT, needs_mnist
 
 from bench.config import resolve
 from bench.plan import make_plan
 from bench.records import read_meta, read_run, write_run
 from bench.runner import execute, is_finished, relative_cost
-
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("BENCH_DATA") or REPO.parent / "shared" / "data")
-needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(), reason=f"real MNIST not found under {DATA_ROOT}")
 
 
 def plan(out, models=("vae",), seeds=1):
