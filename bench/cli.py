@@ -119,21 +119,26 @@ def bench_speed(models, device, batch_size, steps, threads):
 @click.option("--runs", default=None, type=click.Path(path_type=Path), help="tier 2: a records folder of multi-seed runs")
 @click.option("--reference", default=None, type=click.Path(path_type=Path), help="tier 2: the stored reference (JSON)")
 @click.option("--alpha", default=0.01, show_default=True, type=float, help="tier 2: family-wise error rate (Holm)")
+@click.option("--models", default="all", show_default=True, help=f"tier 1: all, or a comma list of {', '.join(PRESETS)}")
 @click.option("--update", is_flag=True, help="rewrite the golden file (tier 1) or store the reference from --runs (tier 2)")
-def check(golden, data_root, runs, reference, alpha, update):
+def check(golden, data_root, runs, reference, alpha, models, update):
     """Regression checks: the smoke matrix against the golden file, or --runs against --reference.
 
     Exits 1 on a regression, 2 on bad input (a missing or corrupt golden file included).
     """
     from . import data
     from .check import check_exact, check_statistical
+    from .plan import parse_names
 
+    names = parse_names(models, PRESETS, "model")
+    if update and runs is None and models != "all":
+        raise BenchError("--update rewrites the whole golden file; leave --models out")
     if (runs is None) != (reference is None):
         raise BenchError("--runs and --reference go together: bench check --runs DIR --reference FILE [--update]")
     if runs is not None:
         ok = check_statistical(runs, reference, alpha, update)
     else:
-        ok = check_exact(golden, data.resolve_root(data_root), update)
+        ok = check_exact(golden, data.resolve_root(data_root), update, names)
     if not ok:
         sys.exit(1)
 
