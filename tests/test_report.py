@@ -12,7 +12,8 @@ from scipy import stats
 
 from bench.errors import BenchError
 from bench.records import RecordError, read_tree, run_dir, run_path, write_run
-from bench.report import compare, final_epoch_table, summarise, verdict, write_report
+from bench.report import (compare, final_epoch_table, paper_on_our_scale, paper_ratios, summarise, verdict,
+                          write_report)
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 KEYS = ("train_loss", "train_recon", "test_loss", "test_recon")
@@ -86,18 +87,53 @@ def test_planted_difference_supports_every_claim(planted_report):
         assert f"- CFactorVAE has a {claim}: supported at alpha = 0.05 (Holm), n = 5 vs 5" in markdown
 
 
-def test_markdown_has_every_model_the_headers_and_the_papers_numbers(planted_report):
+def test_markdown_has_every_model_and_the_headers(planted_report):
     _, _, markdown = planted_report
     header = next(line for line in markdown.splitlines() if line.startswith("| Model | Train loss"))
     for name in HEADERS:
-        assert f"| {name} |" in header and f"| Paper: {name} |" in header
-    for label in ("| VAE |", "| β-VAE |", "| Controlled VAE (CVAE) |", "| FactorVAE (FVAE) |", "| CFactorVAE (CFVAE) |"):
+        assert f"| {name} |" in header
+    assert header.endswith("| Diverged (excluded) | Trained on |")
+    for label in ("| VAE |", "| β-VAE |"):
         assert sum(line.startswith(label) for line in markdown.splitlines()) == 1
-    for numbers in ("125.75 | 124.89 | 21.13 | 21.00", "141.12 | 121.14 | 23.73 | 20.48", "118.69 | 118.02 | 20.01 | 19.92"):
-        assert numbers in markdown
-    assert "nats per image" in markdown and "6x smaller" in markdown
+    for label in ("| Controlled VAE (CVAE) |", "| FactorVAE (FVAE) |", "| CFactorVAE (CFVAE) |"):
+        # Table 1, four metric rows against the paper, one consistency row
+        assert sum(line.startswith(label) for line in markdown.splitlines()) == 1 + 4 + 1
+    assert "nats per image" in markdown
     assert "- Seeds: 0, 1, 2, 3, 4" in markdown and "- Epochs: 3" in markdown
     assert "first 256 images" in markdown and "test subset: full split" in markdown
+
+
+def test_the_papers_test_columns_are_read_at_six_times_with_their_ratios():
+    # The paper's train / test pairs, divided by hand: 125.75 / 21.13, 124.89 / 21.0, ...
+    assert paper_ratios() == pytest.approx({
+        ("cvae", "loss"): 5.95125, ("cvae", "recon"): 5.94714, ("factorvae", "loss"): 5.94690,
+        ("factorvae", "recon"): 5.91504, ("cfactorvae", "loss"): 5.93153, ("cfactorvae", "recon"): 5.92470,
+    }, abs=1e-5)
+    assert paper_on_our_scale("factorvae") == pytest.approx(
+        {"train_loss": 141.12, "train_recon": 121.14, "test_loss": 142.38, "test_recon": 122.88})
+
+
+def test_ours_minus_the_paper_per_cell_and_the_consistency_lines(planted_report):
+    planted, summary, markdown = planted_report
+    table = pd.read_csv(summary.csv).set_index("model")
+    assert "5.92 to 5.95 times its test number" in markdown and "inference" in markdown
+    paper_on_six = {"cvae": (125.75, 124.89, 126.78, 126.00), "factorvae": (141.12, 121.14, 142.38, 122.88),
+                    "cfactorvae": (118.69, 118.02, 120.06, 119.52)}
+    labels = {"cvae": "Controlled VAE (CVAE)", "factorvae": "FactorVAE (FVAE)", "cfactorvae": "CFactorVAE (CFVAE)"}
+    for model, paper in paper_on_six.items():
+        for key, header, value in zip(KEYS, HEADERS, paper):
+            ours = np.mean([planted[model, seed][key] for seed in range(5)])
+            assert table.loc[model, f"diff_{key}"] == pytest.approx(ours - value, rel=1e-9)
+            row = next(line for line in markdown.splitlines() if line.startswith(f"| {labels[model]} | {header} |"))
+            assert row.endswith(f"| {value:.2f}{' (× 6)' if key.startswith('test') else ''} | {ours - value:+.2f} |")
+    # loss - recon: the paper's by hand (test pairs times 6), and ours, each run's own difference
+    for model, train_gap, test_gap in (("cvae", 0.86, 0.78), ("factorvae", 19.98, 19.50), ("cfactorvae", 0.67, 0.54)):
+        assert table.loc[model, "paper_train_gap"] == pytest.approx(train_gap, abs=1e-9)
+        assert table.loc[model, "paper_test_gap"] == pytest.approx(test_gap, abs=1e-9)
+        gaps = [planted[model, seed]["test_loss"] - planted[model, seed]["test_recon"] for seed in range(5)]
+        assert table.loc[model, "test_gap_mean"] == pytest.approx(np.mean(gaps), rel=1e-9)
+        assert table.loc[model, "test_gap_sd"] == pytest.approx(np.std(gaps, ddof=1), rel=1e-9)
+    assert np.isnan(table.loc["vae", "paper_train_gap"]) and np.isnan(table.loc["vae", "diff_test_recon"])
 
 
 def test_csv_means_and_sds_are_those_of_the_planted_finals(planted_report):
@@ -110,8 +146,19 @@ def test_csv_means_and_sds_are_those_of_the_planted_finals(planted_report):
             assert table.loc[model, f"{key}_mean"] == pytest.approx(values.mean(), rel=1e-12)
             assert table.loc[model, f"{key}_sd"] == pytest.approx(values.std(ddof=1), rel=1e-12)
             assert table.loc[model, f"{key}_n"] == 5
-    assert table.loc["factorvae", "paper_train_loss"] == 141.12
+    assert table.loc["factorvae", "paper_train_loss"] == 141.12 and table.loc["factorvae", "paper_test_loss"] == 23.73
     assert np.isnan(table.loc["vae", "paper_test_recon"])
+
+
+def test_a_variant_gets_its_own_row_after_its_model_and_stays_out_of_the_figures(tmp_path):
+    planted_tree(tmp_path / "runs", {**CENTRES, "cvae-burgess": 250.0})
+    summary = write_report(tmp_path / "runs", tmp_path / "out" / "table1.md")
+    table = pd.read_csv(summary.csv)
+    assert list(table["model"]) == ["vae", "betavae", "cvae", "cvae-burgess", "factorvae", "cfactorvae"]
+    assert table.loc[table["model"] == "cvae-burgess", "test_recon_mean"].iloc[0] == pytest.approx(250.0, abs=2.0)
+    assert "| CVAE, Burgess weight 1000 |" in summary.markdown.read_text(encoding="utf-8")
+    svg = (tmp_path / "out" / "figure-loss.svg").read_text()
+    assert "Burgess" not in svg and "CFactorVAE (CFVAE)" in svg
 
 
 def test_figures_are_written_and_non_empty(planted_report):
