@@ -72,10 +72,12 @@ class Trainer:
             self.vae = VAE(config.z_dim, channels, size, self.dtype)
             self.disc = Discriminator(config.z_dim, dtype=self.dtype) if self.objective.uses_discriminator else None
         self.vae.to(self.device)
-        self.opt = torch.optim.Adam(self.vae.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        self.vae_params = list(self.vae.parameters())
+        self.opt = torch.optim.Adam(self.vae_params, lr=config.lr, betas=(config.beta1, config.beta2))
         if self.disc is not None:
             self.disc.to(self.device)
-            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=config.d_lr, betas=(config.d_beta1, config.d_beta2))
+            self.disc_params = list(self.disc.parameters())
+            self.d_opt = torch.optim.Adam(self.disc_params, lr=config.d_lr, betas=(config.d_beta1, config.d_beta2))
 
         # Data order depends on the seed only, so every objective sees the same minibatches.
         self.g_data = _generator(config.seed, "data", torch.device("cpu"))
@@ -91,6 +93,23 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """One VAE update (and one discriminator update); returns the detached terms as a vector."""
+        terms = self.gradients(x, x_other)
+        self.opt.step()
+        if self.disc is not None:
+            self.d_opt.step()
+        self.step += 1
+        return terms
+
+    def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
+        """Set the ``.grad`` of every parameter for one update, without stepping; return the terms.
+
+        The VAE's parameters get the gradient of the objective, D held fixed inside it; D's
+        parameters get the gradient of D's own loss, its inputs held fixed. One pass of D over
+        ``[z, z_perm]`` serves both losses (Kim & Mnih 2018, Algorithm 1): each backward names
+        the parameters it may reach, so TC's gradient never lands on D and D's loss never on the
+        encoder. The permuted batch is encoded before the VAE's update, by the encoder that
+        produced ``z``.
+        """
         cfg, obj = self.config, self.objective
         c = capacity(self.step, cfg.c_max, self.ramp)
         eps = torch.randn(len(x), cfg.z_dim, generator=self.g_noise, device=self.device, dtype=self.dtype)
@@ -99,29 +118,21 @@ class Trainer:
         kl = gaussian_kl(mu, logvar).mean()
         gap = (kl - c).abs()
         nan = torch.full((), math.nan, device=self.device, dtype=self.dtype)
-        tc, acc = nan, nan
+        tc, acc, d_loss = nan, nan, None
         if self.disc is not None:
-            # D is a fixed critic inside the VAE loss: no gradient is spent on its parameters here.
-            self.disc.requires_grad_(False)
-            tc = total_correlation(self.disc(z))
-            self.disc.requires_grad_(True)
-        loss = obj.combine(recon, kl, gap, tc)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-        if self.disc is not None:
-            # Kim & Mnih (2018), Algorithm 1: D separates z ~ q(z) from a permuted independent batch.
-            # Both inputs are detached so D's loss never reaches the encoder.
             with torch.no_grad():
                 mu2, logvar2 = self.vae.encoder(x_other)
                 eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device, dtype=self.dtype)
                 z_perm = permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, self.g_disc)
-            d_loss, acc = discriminator_loss(self.disc(z.detach()), self.disc(z_perm))
+            d_logits = self.disc(torch.cat([z, z_perm]))
+            tc = total_correlation(d_logits[: len(z)])
+            d_loss, acc = discriminator_loss(d_logits[: len(z)], d_logits[len(z) :])
+        loss = obj.combine(recon, kl, gap, tc)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.vae_params, retain_graph=d_loss is not None)
+        if d_loss is not None:
             self.d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.d_opt.step()
-        self.step += 1
+            d_loss.backward(inputs=self.disc_params)
         return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), torch.full_like(nan, c), gap.detach(), acc.detach()])
 
     @torch.no_grad()

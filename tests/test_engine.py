@@ -7,7 +7,15 @@ import torch
 
 from bench.config import resolve
 from bench.engine import Trainer, stream_seed, train
-from models.objectives import PRESETS
+from models.objectives import (
+    PRESETS,
+    bernoulli_nll,
+    capacity,
+    discriminator_loss,
+    gaussian_kl,
+    permute_dims,
+    total_correlation,
+)
 
 MODELS = list(PRESETS)
 
@@ -59,6 +67,36 @@ def test_discriminator_loss_never_reaches_the_encoder(model):
     trainer.run_epoch()  # 3 updates
     assert calls["encoder"] == 3 * len(list(trainer.vae.encoder.parameters()))
     assert calls["disc"] == 3 * len(list(trainer.disc.parameters()))
+
+
+@pytest.mark.parametrize("model", ["factorvae", "cfactorvae"])
+def test_one_discriminator_pass_gives_each_loss_its_own_gradient(model):
+    """Worked out the long way: separate passes of D, and autograd.grad of each loss on its own parameters."""
+    trainer = Trainer(small(model, dtype="float64"), images(48), images(16))
+    x = trainer.batch_of(trainer.train_images, torch.arange(16))
+    x_other = trainer.batch_of(trainer.train_images, torch.arange(16, 32))
+    noise_state, disc_state = trainer.g_noise.get_state(), trainer.g_disc.get_state()
+    cfg, vae, disc = trainer.config, trainer.vae, trainer.disc
+    eps = torch.randn(16, cfg.z_dim, generator=trainer.g_noise, dtype=torch.float64)
+    logits, mu, logvar, z = vae(x, eps)
+    with torch.no_grad():
+        mu2, logvar2 = vae.encoder(x_other)
+        eps2 = torch.randn(mu2.shape, generator=trainer.g_disc, dtype=torch.float64)
+        z_perm = permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, trainer.g_disc)
+    kl = gaussian_kl(mu, logvar).mean()
+    gap = (kl - capacity(0, cfg.c_max, trainer.ramp)).abs()
+    # The objective with D as a fixed critic: its gradient on the VAE's parameters only.
+    loss = trainer.objective.combine(bernoulli_nll(logits, x).mean(), kl, gap, total_correlation(disc(z)))
+    vae_expected = torch.autograd.grad(loss, list(vae.parameters()))
+    # D's loss on detached inputs: its gradient on D's parameters only.
+    d_loss = discriminator_loss(disc(z.detach()), disc(z_perm))[0]
+    disc_expected = torch.autograd.grad(d_loss, list(disc.parameters()))
+
+    trainer.g_noise.set_state(noise_state)
+    trainer.g_disc.set_state(disc_state)
+    trainer.gradients(x, x_other)
+    for param, expected in zip([*vae.parameters(), *disc.parameters()], [*vae_expected, *disc_expected]):
+        assert torch.allclose(param.grad, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_optimizers_step_only_their_own_parameters():
