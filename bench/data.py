@@ -218,6 +218,7 @@ _FASHION_FILES = (
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _MNIST_SIZE = 32  # the paper (section 5.1) resizes MNIST and Fashion-MNIST to 32x32
+_RESIZE_VERSION = 1  # part of the cache file name: change it whenever _resize_idx_images changes its output
 _RESIZE_CHUNK = 10_000  # images resized at a time, to bound the float copy's memory
 
 
@@ -371,6 +372,38 @@ def _resize_idx_images(images: np.ndarray) -> torch.Tensor:
     return out
 
 
+def cache_root() -> Path:
+    """Where resized datasets are kept between runs: ``$BENCH_CACHE``, else ``~/.cache/bench``."""
+    return Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "bench")
+
+
+def _resized_idx_images(path: Path, spec: _IdxFile) -> torch.Tensor:
+    """The verified IDX images at ``path`` resized to 32x32, through an on-disk cache.
+
+    The cache file is named by the published md5 of the file's content, which the file has
+    just been checked against, and by :data:`_RESIZE_VERSION`; a missing, unreadable or
+    malformed cache file is rebuilt, and a cache folder that cannot be written is skipped.
+    """
+    cache = cache_root() / f"{spec.stem}-{spec.raw_md5}-{_MNIST_SIZE}px-v{_RESIZE_VERSION}.npy"
+    _checked_idx_bytes(path, spec, decompress=False)
+    try:
+        cached = np.load(cache, allow_pickle=False)
+        if cached.dtype == np.uint8 and cached.ndim == 4 and cached.shape[1:] == (1, _MNIST_SIZE, _MNIST_SIZE):
+            return torch.from_numpy(cached)
+    except (OSError, ValueError, EOFError):
+        pass
+    images = _resize_idx_images(_parse_idx(_checked_idx_bytes(path, spec, decompress=True), path))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, images.numpy(), allow_pickle=False)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home costs the resize on every start, nothing else
+    return images
+
+
 def _idx_checker(idx: _IdxSet) -> Callable[[Path], None]:
     def check(root: Path) -> None:
         paths = _locate_idx(idx, root)
@@ -385,16 +418,16 @@ def _idx_loader(idx: _IdxSet) -> Callable[[Path, Subset], Dataset]:
         paths = _locate_idx(idx, root)
         images = {}
         for f in idx.files:
-            # labels are checked, not kept: the benchmarks are unsupervised
-            raw = _checked_idx_bytes(paths[f.stem], f, decompress="images" in f.stem)
-            if raw is not None:
-                images[f.stem] = _parse_idx(raw, paths[f.stem])
+            if "images" in f.stem:
+                images[f.stem] = _resized_idx_images(paths[f.stem], f)
+            else:
+                _checked_idx_bytes(paths[f.stem], f, decompress=False)  # labels are checked, not kept
         train = images["train-images-idx3-ubyte"]
         test = images["t10k-images-idx3-ubyte"]
         return Dataset(
             name=idx.name,
-            train=_resize_idx_images(train[: _take(subset[0], len(train))]),
-            test=_resize_idx_images(test[: _take(subset[1], len(test))]),
+            train=train[: _take(subset[0], len(train))],
+            test=test[: _take(subset[1], len(test))],
         )
 
     return load_idx

@@ -123,6 +123,52 @@ def test_mnist_subset(mnist):
 
 
 @needs_mnist
+def test_resized_mnist_is_cached_keyed_by_its_content_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    first = data.load("mnist", DATA_ROOT, (64, 32))
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert names == [f"t10k-images-idx3-ubyte-2646ac647ad5339dbf082846283269ea-32px-v{data._RESIZE_VERSION}.npy",
+                     f"train-images-idx3-ubyte-6bbc9ace898e44ae57da46a324031adb-32px-v{data._RESIZE_VERSION}.npy"]
+    assert np.load(tmp_path / "cache" / names[1]).shape == (60000, 1, 32, 32)  # the whole split, sliced on load
+
+    def no_resize(images):
+        raise AssertionError("resized again although cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_resize_idx_images", no_resize)
+        again = data.load("mnist", DATA_ROOT, (64, 32))
+    assert torch.equal(again.train, first.train) and torch.equal(again.test, first.test)
+
+    (tmp_path / "cache" / names[1]).write_bytes(b"\x93NUMPY truncated")
+    rebuilt = data.load("mnist", DATA_ROOT, (64, 32))
+    assert torch.equal(rebuilt.train, first.train)
+    assert np.load(tmp_path / "cache" / names[1]).shape == (60000, 1, 32, 32)
+
+
+@needs_mnist
+def test_an_unwritable_cache_only_costs_the_resize(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BENCH_CACHE", str(blocker / "cache"))
+    assert data.load("mnist", DATA_ROOT, (64, 32)).train.shape == (64, 1, 32, 32)
+
+
+@needs_mnist
+def test_a_corrupt_source_file_is_caught_even_with_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    data.load("mnist", DATA_ROOT, (64, 32))
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in MNIST_NAMES:
+        (folder / name).write_bytes((MNIST_DIR / name).read_bytes())
+    blob = bytearray((folder / "train-images-idx3-ubyte.gz").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is corrupt"):
+        data.load("mnist", tmp_path / "data", (64, 32))
+
+
+@needs_mnist
 def test_mnist_verify_passes():
     data.verify("mnist", DATA_ROOT)
 
