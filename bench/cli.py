@@ -23,7 +23,7 @@ def cli():
 @cli.command()
 @click.option("--models", default="all", show_default=True, help=MODELS_HELP)
 @click.option("--datasets", default="mnist", show_default=True, help="all, or a comma list of dataset names")
-@click.option("--seeds", default=5, show_default=True, type=int, help="number of seeds, numbered 0..N-1")
+@click.option("--seeds", default="5", show_default=True, help="N (seeds 0..N-1) or a range A-B, e.g. 5-9 to add seeds")
 @click.option("--profile", default="paper", show_default=True, help=f"one of {', '.join(PROFILES)}")
 @click.option("--epochs", type=int, default=None, help="override the profile's epochs")
 @click.option("--subset", default=None, help="first N train [and M test] images: N or N,M")
@@ -36,7 +36,7 @@ def cli():
 def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
-    from .plan import make_plan, parse_names
+    from .plan import make_plan, parse_names, parse_seeds
     from .runner import execute, is_finished
 
     if jobs < 1:
@@ -50,7 +50,7 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
         n_train, n_test = data.parse_subset(subset)
         overrides.update({"train_subset": n_train or 0, "test_subset": n_test or 0})
     plan = make_plan(parse_names(models, PRESETS, "model", PAPER_MODELS), parse_names(datasets, data.DATASETS, "dataset"),
-                     seeds, profile, overrides, out)
+                     parse_seeds(seeds), profile, overrides, out)
     if dry_run:
         for item in plan:
             cfg = item.config

@@ -31,14 +31,31 @@ def parse_names(text: str, known, what: str, everything=None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def make_plan(models: list[str], datasets: list[str], seeds: int, profile: str, overrides: dict, out: Path) -> list[PlannedRun]:
-    """Every (dataset, model, seed) run, seeds numbered 0..seeds-1, in a stable order."""
-    if seeds < 1:
-        raise BenchError(f"--seeds {seeds}: need at least 1 seed")
+def parse_seeds(text: str) -> list[int]:
+    """``N`` (seeds 0..N-1) or ``A-B`` (seeds A..B inclusive, to add seeds to a matrix); BenchError otherwise."""
+    text = str(text).strip()
+    first, dash, last = text.partition("-")
+    try:
+        if dash:
+            seeds = list(range(int(first), int(last) + 1))
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise BenchError(f"--seeds {text}: give a count N (seeds 0..N-1) or a range A-B, e.g. 5-9") from None
+    if not seeds:
+        raise BenchError(f"--seeds {text}: need at least 1 seed" + (" (a range A-B needs A <= B)" if dash else ""))
+    return seeds
+
+
+def make_plan(models: list[str], datasets: list[str], seeds, profile: str, overrides: dict, out: Path) -> list[PlannedRun]:
+    """Every (dataset, model, seed) run, in a stable order; ``seeds`` is a count N (0..N-1) or a list of seeds."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seeds:
+        raise BenchError("--seeds: need at least 1 seed")
     plan = []
     for dataset in datasets:
         for model in models:
-            for seed in range(seeds):
+            for seed in seeds:
                 config = resolve(model, dataset, seed, profile, overrides)
                 if config.train_subset and config.train_subset < config.batch_size:
                     raise BenchError(

@@ -99,6 +99,8 @@ def test_report_from_the_runs(smoke_runs, tmp_path):
     (["--datasets", "mnsit"], "unknown dataset 'mnsit'"),
     (["--profile", "fast"], "unknown profile 'fast'"),
     (["--seeds", "0"], "--seeds 0"),
+    (["--seeds", "9-5"], "--seeds 9-5: need at least 1 seed (a range A-B needs A <= B)"),
+    (["--seeds", "five"], "--seeds five: give a count N"),
     (["--set", "nope=1"], "--set nope: unknown key"),
     (["--set", "gamma=abc"], "--set gamma=abc: not a valid float"),
     (["--subset", "ten"], "bad subset 'ten'"),
