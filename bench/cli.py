@@ -32,8 +32,10 @@ def cli():
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--out", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
 @click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
+@click.option("--stack/--no-stack", default=True, show_default=True,
+              help="train runs that share shapes and optimiser settings as one vectorised program")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
-def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, dry_run):
+def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
     from .plan import make_plan, parse_names, parse_seeds
@@ -58,7 +60,7 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
             click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}")
         click.echo(f"{len(plan)} runs planned")
         return
-    summary = execute(plan, out, data.resolve_root(data_root), jobs, device)
+    summary = execute(plan, out, data.resolve_root(data_root), jobs, device, stack)
     click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
                f"diverged {len(summary.diverged)}, failed {len(summary.failed)}; records in {out}")
     for line in summary.failed:

@@ -74,64 +74,116 @@ def _load(name: str, root: str, train_subset: int, test_subset: int):
     return datasets.load(name, Path(root), (train_subset or None, test_subset or None))
 
 
-def run_one(run: PlannedRun, data_root: str, device: str, threads: int, label: str, commit: str | None) -> tuple[str, str, str]:
-    """Train one run in this process and publish its record after every epoch.
-
-    Returns ``(run_id, status, message)``; never raises, so one failed run does not stop the others.
-    """
+def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_size: int) -> dict:
     import torch
     import torchvision
 
-    from .engine import train
-
-    cfg = run.config
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    meta = {
-        "run_id": cfg.run_id,
+    return {
+        "run_id": run.config.run_id,
         "profile": run.profile,
-        "config": cfg.to_dict(),
+        "config": run.config.to_dict(),
         "status": "running",
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__},
         "platform": platform.platform(),
         "device": device,
         "threads": threads,
+        "stack_size": stack_size,
         "git_commit": commit,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": 0.0,
     }
-    rows: list[dict] = []
+
+
+def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int, labels: list[str], commit: str | None,
+              stacked: bool = True) -> list[tuple[str, str, str]]:
+    """Train runs in this process, as one stack or (one run, ``stacked=False``) alone; publish every epoch.
+
+    Returns ``(run_id, status, message)`` per run; never raises, so one failed stack does not stop the others.
+    A run that diverges is recorded as such and left out of the rest; its stack goes on.
+    """
+    import torch
+
+    from .engine import Trainer
+    from .stacked import StackedTrainer
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    metas = [_meta(run, device, threads, commit, len(runs)) for run in runs]
+    rows: list[list[dict]] = [[] for _ in runs]
+    live = list(range(len(runs)))
     start = time.perf_counter()
-    trainer = None
+    first = runs[0].config
     try:
-        data = _load(cfg.dataset, data_root, cfg.train_subset, cfg.test_subset)
-        for result, trainer in train(cfg, data.train, data.test, device):
-            rows.extend(result.rows)
-            meta["wall_seconds"] = time.perf_counter() - start
-            if result.diverged:
-                meta["status"] = "diverged"
-            elif result.epoch == cfg.epochs:
-                meta["status"] = "finished"
-            if meta["status"] != "running":
-                save_weights(weights_path(run.path), {"config": cfg.to_dict(), "vae": trainer.vae.state_dict()})
-            write_run(run.path, rows, meta)
-            train_row, test_row = result.rows
-            log(f"{label} epoch {result.epoch}/{cfg.epochs}  loss {train_row['loss']:.2f}  "
-                f"test recon {test_row['recon']:.2f}  ({train_row['seconds'] + test_row['seconds']:.1f}s)")
-    except Exception as exc:  # a failed run is recorded and reported, the others go on
-        meta["status"] = "failed"
-        meta["error"] = f"{type(exc).__name__}: {exc}"
-        meta["wall_seconds"] = time.perf_counter() - start
-        write_run(run.path, rows, meta)
-        return cfg.run_id, "failed", meta["error"]
-    return cfg.run_id, meta["status"], ""
+        data = _load(first.dataset, data_root, first.train_subset, first.test_subset)
+        configs = [run.config for run in runs]
+        if stacked:
+            trainer = StackedTrainer(configs, data.train, data.test, device)
+            members, next_epoch = trainer.runs, trainer.run_epoch
+        else:
+            if len(runs) != 1:
+                raise ValueError("unstacked training takes one run at a time")
+            solo = Trainer(configs[0], data.train, data.test, device)
+            members, next_epoch = [solo], lambda: [solo.run_epoch()]
+        for _ in range(first.epochs):
+            results = next_epoch()
+            for k in list(live):
+                result, meta, run = results[k], metas[k], runs[k]
+                rows[k].extend(result.rows)
+                meta["wall_seconds"] = time.perf_counter() - start
+                if result.diverged:
+                    meta["status"] = "diverged"
+                    live.remove(k)
+                elif result.epoch == first.epochs:
+                    meta["status"] = "finished"
+                if meta["status"] != "running":
+                    save_weights(weights_path(run.path), {"config": run.config.to_dict(), "vae": members[k].vae.state_dict()})
+                write_run(run.path, rows[k], meta)
+                train_row, test_row = result.rows
+                log(f"{labels[k]} epoch {result.epoch}/{first.epochs}  loss {train_row['loss']:.2f}  "
+                    f"test recon {test_row['recon']:.2f}  ({train_row['seconds'] + test_row['seconds']:.1f}s)")
+            if not live:
+                break
+    except Exception as exc:  # failed runs are recorded and reported, the other stacks go on
+        for k in live:
+            metas[k]["status"] = "failed"
+            metas[k]["error"] = f"{type(exc).__name__}: {exc}"
+            metas[k]["wall_seconds"] = time.perf_counter() - start
+            write_run(runs[k].path, rows[k], metas[k])
+    return [(run.config.run_id, meta["status"], meta.get("error", "")) for run, meta in zip(runs, metas)]
 
 
-def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, device: str) -> RunSummary:
-    """Train every unfinished run of the plan, ``jobs`` at a time, and report progress on stderr.
+def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = True) -> list[list[PlannedRun]]:
+    """The runs grouped into what each task trains at once.
 
-    Everything that can be checked before training is checked first (data files, device, the
-    records folder), so bad input fails with nothing written.
+    Without stacking every run is its own task. With it, runs that can share a stack
+    (:func:`bench.stacked.stack_key`) are grouped; on a GPU a group is one stack, on the CPU
+    it is split into ``jobs`` stacks of near-equal size so that every job has work.
+    """
+    from .stacked import stack_key
+
+    if not stack:
+        return [[run] for run in todo]
+    groups: dict[tuple, list[PlannedRun]] = {}
+    for run in todo:
+        groups.setdefault(stack_key(run.config), []).append(run)
+    stacks = []
+    for runs in groups.values():
+        parts = 1 if device == "cuda" else min(jobs, len(runs))
+        size, extra = divmod(len(runs), parts)
+        start = 0
+        for part in range(parts):
+            end = start + size + (part < extra)
+            stacks.append(runs[start:end])
+            start = end
+    return stacks
+
+
+def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, device: str, stack: bool = True) -> RunSummary:
+    """Train every unfinished run of the plan, ``jobs`` tasks at a time, and report progress on stderr.
+
+    A task is one stack of runs trained as one program (see :func:`make_stacks`), or one run
+    with ``stack=False``. Everything that can be checked before training is checked first (data
+    files, device, the records folder), so bad input fails with nothing written.
     """
     from joblib import Parallel, delayed
 
@@ -150,33 +202,39 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
         datasets.verify(name, data_root)
     device = resolve_device(device)
     check_writable(out)
-    jobs = max(1, min(jobs, len(todo)))
+    stacks = make_stacks(todo, max(1, jobs), device, stack)
+    jobs = max(1, min(jobs, len(stacks)))
     threads = max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" else 1
     if device == "cuda":
         # cuBLAS needs this to be deterministic; it must be set before the first CUDA call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     commit = git_commit()
-    log(f"training {len(todo)} runs with {jobs} job(s) x {threads} thread(s) on {device}")
+    sizes = "/".join(str(len(s)) for s in stacks) if stack else "1 each"
+    log(f"training {len(todo)} runs as {len(stacks)} {'stacks' if stack else 'tasks'} (runs per task: {sizes}) "
+        f"with {jobs} job(s) x {threads} thread(s) on {device}")
 
-    # Longest runs first: joblib then balances the jobs better, and the ETA weighs runs by cost.
-    todo.sort(key=lambda run: relative_cost(run.config), reverse=True)
+    # Dearest tasks first: joblib then balances the jobs better, and the ETA weighs runs by cost.
     cost = {run.config.run_id: relative_cost(run.config) for run in todo}
+    stacks.sort(key=lambda runs: sum(cost[r.config.run_id] for r in runs), reverse=True)
     total_cost, done_cost = sum(cost.values()), 0.0
     start = time.perf_counter()
+    index = {run.config.run_id: i + 1 for i, run in enumerate(r for runs in stacks for r in runs)}
     tasks = (
-        delayed(run_one)(run, str(data_root), device, threads,
-                         f"[{i + 1}/{len(todo)} {run.config.model} {run.config.dataset} seed={run.config.seed}]", commit)
-        for i, run in enumerate(todo)
+        delayed(run_stack)(runs, str(data_root), device, threads,
+                           [f"[{index[r.config.run_id]}/{len(todo)} {r.config.model} {r.config.dataset} seed={r.config.seed}]"
+                            for r in runs], commit, stack)
+        for runs in stacks
     )
     finished = 0
-    for run_id, status, message in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-        finished += 1
-        done_cost += cost[run_id]
-        if status == "failed":
-            summary.failed.append(f"{run_id}: {message}")
-            log(f"run {run_id} failed: {message}")
-        else:
-            (summary.diverged if status == "diverged" else summary.done).append(run_id)
+    for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+        for run_id, status, message in results:
+            finished += 1
+            done_cost += cost[run_id]
+            if status == "failed":
+                summary.failed.append(f"{run_id}: {message}")
+                log(f"run {run_id} failed: {message}")
+            else:
+                (summary.diverged if status == "diverged" else summary.done).append(run_id)
         elapsed = time.perf_counter() - start
         eta = elapsed / done_cost * (total_cost - done_cost)
         log(f"{finished}/{len(todo)} runs trained, {_clock(elapsed)} elapsed, ETA {_clock(eta)}")

@@ -7,7 +7,6 @@ kernels and on torch's generic ones (``ATEN_CPU_CAPABILITY=default``, MKL held t
 the verdicts hold whichever ISA wrote the golden file.
 """
 
-import dataclasses
 import json
 import os
 import subprocess

@@ -3,9 +3,9 @@
 from support import DATA_ROOT, needs_mnist
 
 from bench.config import resolve
-from bench.plan import make_plan
-from bench.records import read_meta, read_run, write_run
-from bench.runner import execute, is_finished, relative_cost
+from bench.plan import PlannedRun, make_plan
+from bench.records import read_meta, read_run, run_path, write_run
+from bench.runner import execute, is_finished, make_stacks, relative_cost
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -29,20 +29,62 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     import bench.engine
 
     runs = plan(tmp_path, models=("vae", "betavae"))
-    real_train = bench.engine.train
+    real_init = bench.engine.Trainer.__init__
 
-    def train(config, *args, **kwargs):
+    def init(self, config, *args, **kwargs):
         if config.model == "betavae":
             raise RuntimeError("planted failure")
-        return real_train(config, *args, **kwargs)
+        real_init(self, config, *args, **kwargs)
 
-    monkeypatch.setattr(bench.engine, "train", train)
-    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    monkeypatch.setattr(bench.engine.Trainer, "__init__", init)
+    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu", stack=False)
     assert summary.done == [runs[0].config.run_id]
     assert summary.failed == [f"{runs[1].config.run_id}: RuntimeError: planted failure"]
     meta = read_meta(runs[1].path)
     assert meta["status"] == "failed" and meta["error"] == "RuntimeError: planted failure"
     assert not is_finished(runs[1].path)  # a later `bench run` tries it again
+
+
+@needs_mnist
+def test_a_failing_stack_is_recorded_and_the_other_stacks_go_on(tmp_path, monkeypatch):
+    import bench.stacked
+
+    runs = plan(tmp_path, models=("vae", "factorvae"), seeds=2)
+    real_init = bench.stacked.StackedTrainer.__init__
+
+    def init(self, configs, *args, **kwargs):
+        if configs[0].model == "factorvae":
+            raise RuntimeError("planted failure")
+        real_init(self, configs, *args, **kwargs)
+
+    monkeypatch.setattr(bench.stacked.StackedTrainer, "__init__", init)
+    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    assert sorted(summary.done) == sorted(r.config.run_id for r in runs[:2])
+    assert sorted(summary.failed) == sorted(f"{r.config.run_id}: RuntimeError: planted failure" for r in runs[2:])
+
+
+@needs_mnist
+def test_a_run_that_diverges_in_a_stack_stops_alone(tmp_path):
+    healthy = resolve("vae", "mnist", 0, "smoke", {"epochs": 2})
+    doomed = resolve("vae", "mnist", 1, "smoke", {"epochs": 2, "w_kl": 1e39})  # float32 overflow: inf loss
+    runs = [PlannedRun(c, "smoke", run_path(tmp_path, "mnist", "vae", c.seed, c.run_id)) for c in (healthy, doomed)]
+    assert len(make_stacks(runs, jobs=1, device="cpu")) == 1
+    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    assert summary.done == [healthy.run_id] and summary.diverged == [doomed.run_id]
+    rows, meta = read_run(runs[1].path)
+    assert meta["status"] == "diverged" and rows["epoch"].max() == 1
+    rows, meta = read_run(runs[0].path)
+    assert meta["status"] == "finished" and meta["stack_size"] == 2 and rows["epoch"].max() == 2
+
+
+def test_stacks_group_runs_by_shape_and_spread_them_over_the_jobs(tmp_path):
+    runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "quick", {}, tmp_path)
+    cpu = make_stacks(runs, jobs=2, device="cpu")
+    assert sorted(len(s) for s in cpu) == [5, 5, 7, 8]
+    assert all(len({r.config.gamma != 0 for r in s}) == 1 for s in cpu)
+    assert sorted(r.config.run_id for s in cpu for r in s) == sorted(r.config.run_id for r in runs)
+    assert sorted(len(s) for s in make_stacks(runs, jobs=2, device="cuda")) == [10, 15]
+    assert [len(s) for s in make_stacks(runs, jobs=2, device="cpu", stack=False)] == [1] * 25
 
 
 def test_a_foreign_file_at_a_run_path_is_not_done(tmp_path):

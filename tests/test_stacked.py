@@ -1,0 +1,84 @@
+"""Runs trained as one stack give the numbers they give alone, up to rounding, and stay independent."""
+
+import math
+
+import pytest
+import torch
+
+from bench.config import resolve
+from bench.engine import train
+from bench.stacked import StackedTrainer, stack_key
+
+COLUMNS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
+
+
+def images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def small(model, seed, **overrides):
+    return resolve(model, "mnist", seed, "smoke", {"epochs": 2, "batch_size": 16, "z_dim": 6, **overrides})
+
+
+def solo(config, train_images, test_images):
+    return [row for result, _ in train(config, train_images, test_images) for row in result.rows]
+
+
+def stacked(configs, train_images, test_images):
+    trainer = StackedTrainer(configs, train_images, test_images)
+    rows = {c.run_id: [] for c in configs}
+    for _ in range(configs[0].epochs):
+        for config, result in zip(configs, trainer.run_epoch()):
+            rows[config.run_id] += result.rows
+    return rows
+
+
+def assert_close(got, expected, rtol):
+    """Relative ``rtol``, with an absolute floor of ``rtol / 100`` nats: a nearly collapsed posterior's KL
+    (about 3e-3 nats here) is a sum of differences of O(1) terms, so its rounding is absolute, not relative."""
+    assert [(r["epoch"], r["split"], r["step"], r["n_images"]) for r in got] == [
+        (r["epoch"], r["split"], r["step"], r["n_images"]) for r in expected]
+    for g, e in zip(got, expected):
+        for column in COLUMNS:
+            if math.isnan(e[column]):
+                assert math.isnan(g[column]), column
+            else:
+                assert g[column] == pytest.approx(e[column], rel=rtol, abs=rtol / 100), (g["split"], column)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("float64", 1e-9)])
+@pytest.mark.parametrize("models", [("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")])
+def test_a_stacked_run_gives_its_solo_numbers(dtype, rtol, models):
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small(model, seed, dtype=dtype) for model in models for seed in (0, 1)]
+    together = stacked(configs, train_images, test_images)
+    for config in configs:
+        assert_close(together[config.run_id], solo(config, train_images, test_images), rtol)
+
+
+def test_a_run_does_not_depend_on_what_it_is_stacked_with():
+    train_images, test_images = images(64), images(40, seed=1)
+    alone = stacked([small("cfactorvae", 3, dtype="float64")], train_images, test_images)
+    crowd = [small("factorvae", 0, dtype="float64"), small("cfactorvae", 3, dtype="float64"),
+             small("cfactorvae", 5, dtype="float64", gamma=20.0)]
+    together = stacked(crowd, train_images, test_images)
+    run_id = crowd[1].run_id
+    assert_close(together[run_id], alone[run_id], 1e-9)
+
+
+def test_runs_that_differ_in_shape_or_optimiser_cannot_share_a_stack():
+    assert stack_key(small("vae", 0)) == stack_key(small("cvae", 4, c_max=10.0))
+    assert stack_key(small("vae", 0)) != stack_key(small("factorvae", 0))  # one has a discriminator
+    assert stack_key(small("vae", 0)) != stack_key(small("vae", 0, lr=2e-4))
+    assert stack_key(small("vae", 0)) != stack_key(small("vae", 0, dtype="float64"))
+    with pytest.raises(ValueError, match="must share"):
+        StackedTrainer([small("vae", 0), small("vae", 1, z_dim=8)], images(32), images(16))
+
+
+def test_a_stack_repeats_its_bits():
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small("factorvae", 0), small("cfactorvae", 1)]
+    first, second = stacked(configs, train_images, test_images), stacked(configs, train_images, test_images)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert all(drop(first[c.run_id]) == drop(second[c.run_id]) for c in configs)
