@@ -88,14 +88,40 @@ def report(runs, dataset, out):
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--steps", default=50, show_default=True, type=int, help="timed update steps per objective")
 @click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
-def bench_speed(models, device, batch_size, steps, threads):
-    """Images per second of one training step of each objective."""
+@click.option("--against-usual", is_flag=True,
+              help="CPU: whole processes of the usual loop against bench run, and stacks of 1, 5 and 25 runs")
+@click.option("--images", default=6400, show_default=True, type=int, help="--against-usual: MNIST images per seed")
+@click.option("--data-root", default=None, help="--against-usual: datasets folder (else $BENCH_DATA)")
+@click.option("--stack-sizes", default="1,5,25", show_default=True, help="--against-usual: runs per timed stack")
+@click.option("--append", "append_to", default=None, type=click.Path(path_type=Path),
+              help="--against-usual: append the dated table to this file, e.g. BENCHMARKS.md")
+def bench_speed(models, device, batch_size, steps, threads, against_usual, images, data_root, stack_sizes, append_to):
+    """Images per second of one training step of each objective, or (--against-usual) the engine against the usual loop."""
     import torch
 
     from .plan import parse_names
     from .runner import resolve_device
     from .speed import measure
 
+    if against_usual:
+        from . import data
+        from .speed import compare_with_usual
+
+        if images < 64:
+            raise BenchError(f"--images {images}: need at least one batch of 64")
+        try:
+            sizes = tuple(int(k) for k in stack_sizes.split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of positive counts, e.g. 1,5,25")
+        names = parse_names(models, PRESETS, "model", PAPER_MODELS)
+        lines = compare_with_usual(names, images, str(data.resolve_root(data_root)), click.echo, sizes)
+        if append_to is not None:
+            with open(append_to, "a", encoding="utf-8") as handle:
+                handle.write("\n" + "\n".join(lines) + "\n")
+            click.echo(f"appended to {append_to}")
+        return
     if batch_size < 1 or steps < 1:
         raise BenchError("--batch-size and --steps must be at least 1")
     if threads is not None:

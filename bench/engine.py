@@ -30,7 +30,7 @@ from .config import RunConfig
 
 EVAL_BATCH = 1000
 # Order of the terms accumulated on the device during an epoch (one host sync per epoch).
-_TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
+TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -172,12 +172,12 @@ class Trainer:
         # a per-step host-to-device copy would synchronise the GPU at every update.
         order = torch.randperm(n, generator=self.g_data).to(self.device)
         other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if self.disc is not None else None
-        totals = torch.zeros(len(_TERMS), device=self.device, dtype=torch.float64)
+        totals = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
         for b in range(self.steps_per_epoch):
             x = self.batch_of(self.train_images, order[b * bs : (b + 1) * bs])
             x_other = self.batch_of(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
             totals += self.train_step(x, x_other)
-        train = dict(zip(_TERMS, (totals / self.steps_per_epoch).tolist()))
+        train = dict(zip(TERMS, (totals / self.steps_per_epoch).tolist()))
         train_seconds = time.perf_counter() - start
         self.epoch += 1
         eval_start = time.perf_counter()

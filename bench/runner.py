@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -76,14 +77,15 @@ def _load(name: str, root: str, train_subset: int, test_subset: int):
 
 def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_size: int) -> dict:
     import torch
-    import torchvision
 
     return {
         "run_id": run.config.run_id,
         "profile": run.profile,
         "config": run.config.to_dict(),
         "status": "running",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     # read from the package metadata: importing torchvision costs a second of startup
+                     "torchvision": importlib.metadata.version("torchvision")},
         "platform": platform.platform(),
         "device": device,
         "threads": threads,
@@ -144,7 +146,7 @@ def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int,
             if not live:
                 break
     except Exception as exc:  # failed runs are recorded and reported, the other stacks go on
-        for k in live:
+        for k in (k for k in live if metas[k]["status"] == "running"):
             metas[k]["status"] = "failed"
             metas[k]["error"] = f"{type(exc).__name__}: {exc}"
             metas[k]["wall_seconds"] = time.perf_counter() - start

@@ -59,3 +59,101 @@ def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 
     _sync(trainer.device)
     seconds = time.perf_counter() - start
     return Throughput(model, str(trainer.device), torch.get_num_threads(), batch_size, steps, seconds)
+
+
+def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 64) -> float:
+    """Images per second of ``runs`` seeds of one objective trained as one stack (random images, CPU)."""
+    from .stacked import StackedTrainer
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch_size * 2, 1, 32, 32), generator=g, dtype=torch.uint8)
+    trainer = StackedTrainer([resolve(model, "mnist", seed, "paper", {"batch_size": batch_size}) for seed in range(runs)],
+                             images, images[:batch_size])
+    index = torch.arange(batch_size).expand(runs, batch_size)
+    x = trainer.runs[0].batch_of(images, index)
+    other = trainer.runs[0].batch_of(images, index.flip(1)) if trainer.has_disc else None
+    trainer.train_step(x, other)  # first step allocates Adam's state
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(x, other)
+    return runs * steps * batch_size / (time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class ProcessTiming:
+    seconds: float
+    max_rss_mb: float
+
+
+def timed_process(command: list[str], env: dict) -> ProcessTiming:
+    """Wall seconds and peak resident memory of a whole child process (it must not fork workers)."""
+    import os
+    import subprocess
+
+    start = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # wait4 gives this child's own peak memory, not the largest of all children so far
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}... failed: {stderr.strip().splitlines()[-1:]}")
+    return ProcessTiming(seconds, usage.ru_maxrss / 1024)
+
+
+def against_the_usual_loop(model: str, seeds: int, images: int, data_root: str, out: str) -> dict:
+    """Whole processes, one after the other: the usual loop, then ``bench run`` (stacked, one job).
+
+    Both train ``seeds`` seeds for one epoch of the first ``images`` MNIST images; ``bench run``
+    also evaluates on 64 test images per epoch and writes its records. Returns the two timings,
+    their ratio and ``bench run``'s startup (wall minus the training and evaluation its records
+    account for).
+    """
+    import os
+    import sys
+
+    from .records import read_tree
+
+    env = {**os.environ, "BENCH_DATA": data_root}
+    usual = timed_process([sys.executable, "-m", "bench.reference", "--model", model, "--seeds", str(seeds),
+                           "--images", str(images)], env)
+    engine = timed_process([sys.executable, "-m", "bench.cli", "run", "--models", model, "--seeds", str(seeds),
+                            "--profile", "quick", "--epochs", "1", "--subset", f"{images},64", "--out", out], env)
+    rows, _ = read_tree(out)
+    startup = engine.seconds - float(rows["seconds"].sum())
+    return {"usual": usual, "engine": engine, "speedup": usual.seconds / engine.seconds, "startup": startup}
+
+
+def compare_with_usual(models: list[str], images: int, data_root: str, echo, stack_sizes=(1, 5, 25)) -> list[str]:
+    """Measure every objective both ways and as stacks; echo progress; return the dated markdown table."""
+    import platform
+    import sys
+    import tempfile
+
+    seeds = 2
+    header = (f"| objective | usual loop (s) | bench run (s) | speedup | bench run startup (s) | peak MB usual / bench run "
+              f"| " + " | ".join(f"stack of {k} (img/s)" for k in stack_sizes) + " |")
+    lines = [
+        f"## bench bench --against-usual ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}). Command: `bench "
+        + " ".join(sys.argv[1:]) + f"`. Each side trains {seeds} seeds x {images:,} MNIST images, one epoch, as a whole "
+        "process (the usual loop: `python -m bench.reference`); the stack columns time update steps of that many "
+        "seeds trained as one stack.",
+        "",
+        header,
+        "|---" * (6 + len(stack_sizes)) + "|",
+    ]
+    for model in models:
+        with tempfile.TemporaryDirectory() as out:
+            timing = against_the_usual_loop(model, seeds, images, data_root, out)
+        stacks = [stacked_throughput(model, k) for k in stack_sizes]
+        usual, engine = timing["usual"], timing["engine"]
+        row = (f"| {model} | {usual.seconds:.1f} | {engine.seconds:.1f} | {timing['speedup']:.2f}x | "
+               f"{timing['startup']:.1f} | {usual.max_rss_mb:.0f} / {engine.max_rss_mb:.0f} | "
+               + " | ".join(f"{v:,.0f}" for v in stacks) + " |")
+        echo(row)
+        lines.append(row)
+    return lines

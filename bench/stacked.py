@@ -25,7 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from models.objectives import bernoulli_nll, capacity, discriminator_loss, gaussian_kl, total_correlation
 
 from .config import RunConfig
-from .engine import _TERMS, EpochResult, Trainer
+from .engine import TERMS, EpochResult, Trainer
 
 # Fields a stack's runs must share; the others (seed, coefficients, C schedule) may differ.
 SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
@@ -80,7 +80,7 @@ class StackedTrainer:
     def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """Set the stacked ``.grad``s for one update of every run (as Trainer.gradients does for one); return the terms.
 
-        ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``. Returns ``(runs, len(_TERMS))``.
+        ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``. Returns ``(runs, len(TERMS))``.
         """
         runs, k = self.runs, len(self.runs)
         c = torch.tensor([capacity(t.step, t.config.c_max, t.ramp) for t in runs], device=self.device, dtype=self.dtype)
@@ -144,7 +144,7 @@ class StackedTrainer:
         orders = torch.stack([torch.randperm(n, generator=t.g_data) for t in self.runs]).to(self.device)
         others = (torch.stack([torch.randperm(n, generator=t.g_disc_order) for t in self.runs]).to(self.device)
                   if self.has_disc else None)
-        totals = torch.zeros(len(self.runs), len(_TERMS), device=self.device, dtype=torch.float64)
+        totals = torch.zeros(len(self.runs), len(TERMS), device=self.device, dtype=torch.float64)
         first = self.runs[0]
         for b in range(self.steps_per_epoch):
             x = first.batch_of(self.train_images, orders[:, b * bs : (b + 1) * bs])
@@ -159,7 +159,7 @@ class StackedTrainer:
             eval_start = time.perf_counter()
             test = t.evaluate()
             rows = [
-                t._row("train", dict(zip(_TERMS, terms)), self.steps_per_epoch * bs, train_seconds),
+                t._row("train", dict(zip(TERMS, terms)), self.steps_per_epoch * bs, train_seconds),
                 t._row("test", test, len(t.test_images), time.perf_counter() - eval_start),
             ]
             results.append(EpochResult(t.epoch, rows, not all(math.isfinite(r["loss"]) for r in rows)))

@@ -1,0 +1,35 @@
+"""bench bench: the measurements run and report what they measured (no timing is asserted here)."""
+
+import os
+import subprocess
+import sys
+
+from support import DATA_ROOT, REPO, needs_mnist
+
+from bench.speed import stacked_throughput, timed_process
+
+
+def test_a_stack_trains_and_is_timed():
+    assert stacked_throughput("factorvae", runs=2, steps=1, batch_size=16) > 0
+
+
+def test_a_timed_process_reports_its_own_peak_memory():
+    # 200 MB held by the child: its peak resident memory says so, whatever ran before.
+    timing = timed_process([sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+                           dict(os.environ))
+    assert timing.seconds > 0 and timing.max_rss_mb > 200
+
+
+@needs_mnist
+def test_bench_bench_against_the_usual_loop_appends_a_dated_table(tmp_path):
+    log = tmp_path / "BENCHMARKS.md"
+    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--against-usual", "--models", "cvae",
+                             "--images", "128", "--stack-sizes", "1,2", "--append", str(log)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = log.read_text()
+    assert table.startswith("\n## bench bench --against-usual (") and "Command: `bench bench --against-usual" in table
+    row = next(line for line in table.splitlines() if line.startswith("| cvae |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 8 and cells[3].endswith("x") and all(float(c.replace(",", "")) > 0 for c in cells[6:])
