@@ -132,8 +132,8 @@ def compare_with_usual(models: list[str], images: int, data_root: str, echo, sta
     import tempfile
 
     seeds = 2
-    header = (f"| objective | usual loop (s) | bench run (s) | speedup | bench run startup (s) | peak MB usual / bench run "
-              f"| " + " | ".join(f"stack of {k} (img/s)" for k in stack_sizes) + " |")
+    header = ("| objective | usual loop (s) | bench run (s) | speedup | bench run startup (s) | peak MB usual / bench run "
+              "| " + " | ".join(f"stack of {k} (img/s)" for k in stack_sizes) + " |")
     lines = [
         f"## bench bench --against-usual ({time.strftime('%Y-%m-%d')})",
         "",
