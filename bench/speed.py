@@ -85,21 +85,38 @@ class ProcessTiming:
     max_rss_mb: float
 
 
-def timed_process(command: list[str], env: dict) -> ProcessTiming:
-    """Wall seconds and peak resident memory of a whole child process (it must not fork workers)."""
+# Runs a module as __main__ and, at exit, writes its own peak resident memory (VmHWM, which exec
+# resets) to the file named by BENCH_PEAK_FILE. ru_maxrss from wait4 would not do: a forked child
+# starts with its parent's high-water mark.
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as status, open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(_peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def timed_process(module: str, args: list[str], env: dict) -> ProcessTiming:
+    """Wall seconds and peak resident memory of ``python -m module args`` as a whole process.
+
+    The memory is the process's own (its children, if it forks workers, are not counted).
+    """
     import os
     import subprocess
+    import sys
+    import tempfile
 
-    start = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4 gives this child's own peak memory, not the largest of all children so far
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = child.stderr.read().decode(errors="replace")
-    child.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command[:4])}... failed: {stderr.strip().splitlines()[-1:]}")
-    return ProcessTiming(seconds, usage.ru_maxrss / 1024)
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, module, *args], env={**env, "BENCH_PEAK_FILE": peak.name},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise RuntimeError(f"python -m {module} {' '.join(args[:3])}... failed: {result.stderr.strip().splitlines()[-1:]}")
+        return ProcessTiming(seconds, int(peak.read()) / 1024)
 
 
 def against_the_usual_loop(model: str, seeds: int, images: int, data_root: str, out: str) -> dict:
@@ -111,15 +128,13 @@ def against_the_usual_loop(model: str, seeds: int, images: int, data_root: str, 
     account for).
     """
     import os
-    import sys
 
     from .records import read_tree
 
     env = {**os.environ, "BENCH_DATA": data_root}
-    usual = timed_process([sys.executable, "-m", "bench.reference", "--model", model, "--seeds", str(seeds),
-                           "--images", str(images)], env)
-    engine = timed_process([sys.executable, "-m", "bench.cli", "run", "--models", model, "--seeds", str(seeds),
-                            "--profile", "quick", "--epochs", "1", "--subset", f"{images},64", "--out", out], env)
+    usual = timed_process("bench.reference", ["--model", model, "--seeds", str(seeds), "--images", str(images)], env)
+    engine = timed_process("bench.cli", ["run", "--models", model, "--seeds", str(seeds), "--profile", "quick",
+                                         "--epochs", "1", "--subset", f"{images},64", "--out", out], env)
     rows, _ = read_tree(out)
     startup = engine.seconds - float(rows["seconds"].sum())
     return {"usual": usual, "engine": engine, "speedup": usual.seconds / engine.seconds, "startup": startup}
