@@ -104,7 +104,6 @@ def timed_process(module: str, args: list[str], env: dict) -> ProcessTiming:
 
     The memory is the process's own (its children, if it forks workers, are not counted).
     """
-    import os
     import subprocess
     import sys
     import tempfile
