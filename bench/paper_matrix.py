@@ -21,7 +21,6 @@ and the section is appended to BENCHMARKS.md. Smaller settings (``--profile smok
 
 from __future__ import annotations
 
-import platform
 import shlex
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import click
 
 from .records import read_tree
+from .speed import cpu_name
 
 
 def _device_name(device: str) -> str:
@@ -38,8 +38,7 @@ def _device_name(device: str) -> str:
 
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    return f"{cpu_name()} ({torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
 def _bench(args: list[str]) -> tuple[int, float]:

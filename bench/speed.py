@@ -139,9 +139,19 @@ def against_the_usual_loop(model: str, seeds: int, images: int, data_root: str, 
     return {"usual": usual, "engine": engine, "speedup": usual.seconds / engine.seconds, "startup": startup}
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what platform knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def compare_with_usual(models: list[str], images: int, data_root: str, echo, stack_sizes=(1, 5, 25)) -> list[str]:
     """Measure every objective both ways and as stacks; echo progress; return the dated markdown table."""
-    import platform
     import sys
     import tempfile
 
@@ -151,7 +161,7 @@ def compare_with_usual(models: list[str], images: int, data_root: str, echo, sta
     lines = [
         f"## bench bench --against-usual ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}). Command: `bench "
         + " ".join(sys.argv[1:]) + f"`. Each side trains {seeds} seeds x {images:,} MNIST images, one epoch, as a whole "
         "process (the usual loop: `python -m bench.reference`); the stack columns time update steps of that many "
