@@ -10,7 +10,8 @@ elementwise, so one Adam over the stacked tensors is each run's own Adam.
 
 A stacked run's records equal its solo run's up to floating-point rounding: vectorised
 convolutions and matrix products sum in another order. In the smoke profile they agree to
-1e-4 relative in float32 and 1e-9 in float64 (tested).
+1e-9 relative in float64, and in float32 to 1e-4 relative or, for the terms near zero, 1e-5
+nats (KL) and 1e-4 nats (TC) absolute (tested, native and generic kernels).
 """
 
 from __future__ import annotations

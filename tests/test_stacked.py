@@ -34,9 +34,15 @@ def stacked(configs, train_images, test_images):
     return rows
 
 
+# Absolute floors in float32, for terms near zero whose rounding is absolute, not relative: KL (1e-2
+# nats here) sums differences of O(1) terms, TC (-4e-3 nats) is a difference of two logits that the
+# discriminator's chaos amplifies, and an accuracy moves in steps of one decision. Measured between a
+# stacked and a solo run, native and generic kernels: loss and recon within 2.1e-7 relative, KL within
+# 3.1e-6 nats, TC within 2.6e-5 nats. Float64 holds every column to 1e-9 relative (floor 1e-11).
+FLOAT32_FLOORS = {"tc": 1e-4, "disc_acc": 0.05}
+
+
 def assert_close(got, expected, rtol):
-    """Relative ``rtol``, with an absolute floor of ``rtol / 100`` nats: a nearly collapsed posterior's KL
-    (about 3e-3 nats here) is a sum of differences of O(1) terms, so its rounding is absolute, not relative."""
     assert [(r["epoch"], r["split"], r["step"], r["n_images"]) for r in got] == [
         (r["epoch"], r["split"], r["step"], r["n_images"]) for r in expected]
     for g, e in zip(got, expected):
@@ -44,7 +50,8 @@ def assert_close(got, expected, rtol):
             if math.isnan(e[column]):
                 assert math.isnan(g[column]), column
             else:
-                assert g[column] == pytest.approx(e[column], rel=rtol, abs=rtol / 100), (g["split"], column)
+                floor = FLOAT32_FLOORS.get(column, 1e-5) if rtol >= 1e-4 else rtol / 100
+                assert g[column] == pytest.approx(e[column], rel=rtol, abs=floor), (g["split"], column)
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("float64", 1e-9)])
