@@ -385,13 +385,13 @@ def _resized_idx_images(path: Path, spec: _IdxFile) -> torch.Tensor:
     malformed cache file is rebuilt, and a cache folder that cannot be written is skipped.
     """
     cache = cache_root() / f"{spec.stem}-{spec.raw_md5}-{_MNIST_SIZE}px-v{_RESIZE_VERSION}.npy"
-    _checked_idx_bytes(path, spec, decompress=False)
     try:
         cached = np.load(cache, allow_pickle=False)
-        if cached.dtype == np.uint8 and cached.ndim == 4 and cached.shape[1:] == (1, _MNIST_SIZE, _MNIST_SIZE):
-            return torch.from_numpy(cached)
     except (OSError, ValueError, EOFError):
-        pass
+        cached = None
+    if cached is not None and cached.dtype == np.uint8 and cached.shape[1:] == (1, _MNIST_SIZE, _MNIST_SIZE):
+        _checked_idx_bytes(path, spec, decompress=False)  # the file must still be the published one
+        return torch.from_numpy(cached)
     images = _resize_idx_images(_parse_idx(_checked_idx_bytes(path, spec, decompress=True), path))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from models.nets import VAE, Discriminator
 from models.objectives import PRESETS, bernoulli_nll, capacity, gaussian_kl, permute_dims, total_correlation
 
 from . import data
+from .config import resolve
 
 
 class ResizedMNIST(Dataset):
@@ -42,24 +43,25 @@ class ResizedMNIST(Dataset):
         return self.transform(Image.fromarray(self.images[i]))
 
 
-def train_one(model: str, seed: int, images, epochs: int = 1, batch_size: int = 64) -> None:
+def train_one(model: str, seed: int, images, epochs: int = 1) -> None:
+    cfg = resolve(model, "mnist", seed, "paper", {"epochs": epochs})
     objective = PRESETS[model]
     torch.manual_seed(seed)
     dataset = ResizedMNIST(images)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
-    disc_loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
-    vae, disc = VAE(20), Discriminator(20)
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-4)
-    d_opt = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    disc_loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    vae, disc = VAE(cfg.z_dim), Discriminator(cfg.z_dim)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(cfg.d_beta1, cfg.d_beta2))
     ramp = epochs * len(loader)
     step = 0
     for epoch in range(epochs):
         for x, x_other in zip(loader, disc_loader):
-            logits, mu, logvar, z = vae(x, torch.randn(len(x), 20))
+            logits, mu, logvar, z = vae(x, torch.randn(len(x), cfg.z_dim))
             recon = bernoulli_nll(logits, x).mean()
             kl = gaussian_kl(mu, logvar).mean()
             tc = total_correlation(disc(z)) if objective.uses_discriminator else torch.zeros(())
-            loss = objective.combine(recon, kl, (kl - capacity(step, 25.0, ramp)).abs(), tc)
+            loss = objective.combine(recon, kl, (kl - capacity(step, cfg.c_max, ramp)).abs(), tc)
             opt.zero_grad()
             loss.backward()
             opt.step()

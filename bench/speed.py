@@ -72,10 +72,11 @@ def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 
     index = torch.arange(batch_size).expand(runs, batch_size)
     x = trainer.runs[0].batch_of(images, index)
     other = trainer.runs[0].batch_of(images, index.flip(1)) if trainer.has_disc else None
-    trainer.train_step(x, other)  # first step allocates Adam's state
+    caps = trainer.capacities(steps + 1)
+    trainer.train_step(x, other, caps[0])  # first step allocates Adam's state
     start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step(x, other)
+    for step in range(steps):
+        trainer.train_step(x, other, caps[step + 1])
     return runs * steps * batch_size / (time.perf_counter() - start)
 
 

@@ -54,19 +54,23 @@ class StackedTrainer:
         self.config, self.device, self.dtype = first.config, first.device, first.dtype
         self.train_images, self.steps_per_epoch = first.train_images, first.steps_per_epoch
         self.has_disc = first.disc is not None
-        as_tensor = lambda values: torch.tensor(values, device=self.device, dtype=self.dtype)  # noqa: E731
-        self.w_kl = as_tensor([t.objective.w_kl for t in self.runs])
-        self.w_cap = as_tensor([t.objective.w_cap for t in self.runs])
-        self.gamma = as_tensor([t.objective.gamma for t in self.runs])
+        self.w_kl, self.w_cap, self.gamma = torch.tensor(
+            [[t.objective.w_kl, t.objective.w_cap, t.objective.gamma] for t in self.runs], device=self.device, dtype=self.dtype
+        ).unbind(1)
 
         # Stateless copies of the networks: the stacked tensors are passed in at each call.
         self.vae_params, _ = stack_module_state([t.vae for t in self.runs])
+        self.vae_leaves = list(self.vae_params.values())
         self.vae_shape = copy.deepcopy(first.vae).to("meta")
-        self.opt = torch.optim.Adam(self.vae_params.values(), lr=self.config.lr, betas=(self.config.beta1, self.config.beta2))
+        self.opt = torch.optim.Adam(self.vae_leaves, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2))
         if self.has_disc:
+            # Detached views share storage with the stacked weights, so they follow every Adam step.
+            self.encoder_params = {name.removeprefix("encoder."): p.detach()
+                                   for name, p in self.vae_params.items() if name.startswith("encoder.")}
             self.disc_params, _ = stack_module_state([t.disc for t in self.runs])
+            self.disc_leaves = list(self.disc_params.values())
             self.disc_shape = copy.deepcopy(first.disc).to("meta")
-            self.d_opt = torch.optim.Adam(self.disc_params.values(), lr=self.config.d_lr,
+            self.d_opt = torch.optim.Adam(self.disc_leaves, lr=self.config.d_lr,
                                           betas=(self.config.d_beta1, self.config.d_beta2))
 
     def _vae(self, params, x, eps):
@@ -78,13 +82,18 @@ class StackedTrainer:
     def _disc(self, params, z):
         return functional_call(self.disc_shape, params, (z,))
 
-    def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
+    def capacities(self, steps: int) -> torch.Tensor:
+        """Every run's C(t) for its next ``steps`` updates, ``(steps, runs)``, made in one host-to-device copy."""
+        return torch.tensor([[capacity(t.step + i, t.config.c_max, t.ramp) for t in self.runs] for i in range(steps)],
+                            device=self.device, dtype=self.dtype)
+
+    def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
         """Set the stacked ``.grad``s for one update of every run (as Trainer.gradients does for one); return the terms.
 
-        ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``. Returns ``(runs, len(TERMS))``.
+        ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t) for this update
+        (a row of :meth:`capacities`). Returns ``(runs, len(TERMS))``.
         """
         runs, k = self.runs, len(self.runs)
-        c = torch.tensor([capacity(t.step, t.config.c_max, t.ramp) for t in runs], device=self.device, dtype=self.dtype)
         # Random numbers are drawn per run from its own streams, in the order a solo update draws them.
         eps = torch.stack([torch.randn(x.shape[1], t.config.z_dim, generator=t.g_noise, device=self.device,
                                        dtype=self.dtype) for t in runs])
@@ -96,10 +105,8 @@ class StackedTrainer:
         nan = torch.full((k,), math.nan, device=self.device, dtype=self.dtype)
         tc, acc, d_loss = nan, nan, None
         if self.has_disc:
-            encoder_params = {name.removeprefix("encoder."): p.detach()
-                              for name, p in self.vae_params.items() if name.startswith("encoder.")}
             with torch.no_grad():
-                mu2, logvar2 = vmap(self._encoder)(encoder_params, x_other)
+                mu2, logvar2 = vmap(self._encoder)(self.encoder_params, x_other)
                 eps2, keys = [], []
                 for t in runs:
                     eps2.append(torch.randn(mu2.shape[1:], generator=t.g_disc, device=self.device, dtype=self.dtype))
@@ -112,15 +119,15 @@ class StackedTrainer:
             loss = loss + self.gamma * tc
         # Summed over runs, each run's parameters get the gradient of its own loss only.
         self.opt.zero_grad(set_to_none=True)
-        loss.sum().backward(inputs=list(self.vae_params.values()), retain_graph=d_loss is not None)
+        loss.sum().backward(inputs=self.vae_leaves, retain_graph=d_loss is not None)
         if d_loss is not None:
             self.d_opt.zero_grad(set_to_none=True)
-            d_loss.sum().backward(inputs=list(self.disc_params.values()))
+            d_loss.sum().backward(inputs=self.disc_leaves)
         return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), c, gap.detach(),
                             acc.detach().to(self.dtype)], dim=1)
 
-    def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
-        terms = self.gradients(x, x_other)
+    def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
+        terms = self.gradients(x, x_other, c)
         self.opt.step()
         if self.has_disc:
             self.d_opt.step()
@@ -146,11 +153,12 @@ class StackedTrainer:
         others = (torch.stack([torch.randperm(n, generator=t.g_disc_order) for t in self.runs]).to(self.device)
                   if self.has_disc else None)
         totals = torch.zeros(len(self.runs), len(TERMS), device=self.device, dtype=torch.float64)
+        caps = self.capacities(self.steps_per_epoch)
         first = self.runs[0]
         for b in range(self.steps_per_epoch):
             x = first.batch_of(self.train_images, orders[:, b * bs : (b + 1) * bs])
             x_other = first.batch_of(self.train_images, others[:, b * bs : (b + 1) * bs]) if others is not None else None
-            totals += self.train_step(x, x_other)
+            totals += self.train_step(x, x_other, caps[b])
         means = (totals / self.steps_per_epoch).tolist()
         train_seconds = (time.perf_counter() - start) / len(self.runs)
         self._publish_weights()
