@@ -34,8 +34,10 @@ def cli():
 @click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
 @click.option("--stack/--no-stack", default=True, show_default=True,
               help="train runs that share shapes and optimiser settings as one vectorised program")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="replay each stacked update as a CUDA graph  [default: on with a GPU]")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
-def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, dry_run):
+def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
     from .plan import make_plan, parse_names, parse_seeds
@@ -60,7 +62,7 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
             click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}")
         click.echo(f"{len(plan)} runs planned")
         return
-    summary = execute(plan, out, data.resolve_root(data_root), jobs, device, stack)
+    summary = execute(plan, out, data.resolve_root(data_root), jobs, device, stack, cuda_graphs)
     click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
                f"diverged {len(summary.diverged)}, failed {len(summary.failed)}; records in {out}")
     for line in summary.failed:
@@ -92,7 +94,8 @@ def report(runs, dataset, out):
               help="CPU: whole processes of the usual loop against bench run, and stacks of 1, 5 and 25 runs")
 @click.option("--images", default=6400, show_default=True, type=int, help="--against-usual: MNIST images per seed")
 @click.option("--data-root", default=None, help="--against-usual: datasets folder (else $BENCH_DATA)")
-@click.option("--stack-sizes", default="1,5,25", show_default=True, help="--against-usual: runs per timed stack")
+@click.option("--stack-sizes", default="1,5,25", show_default=True,
+              help="runs per timed stack (--against-usual, and --device cuda: eager against CUDA graphs)")
 @click.option("--append", "append_to", default=None, type=click.Path(path_type=Path),
               help="--against-usual: append the dated table to this file, e.g. BENCHMARKS.md")
 def bench_speed(models, device, batch_size, steps, threads, against_usual, images, data_root, stack_sizes, append_to):
@@ -103,18 +106,18 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
     from .runner import resolve_device
     from .speed import measure
 
+    try:
+        sizes = tuple(int(k) for k in stack_sizes.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of positive counts, e.g. 1,5,25")
     if against_usual:
         from . import data
         from .speed import compare_with_usual
 
         if images < 64:
             raise BenchError(f"--images {images}: need at least one batch of 64")
-        try:
-            sizes = tuple(int(k) for k in stack_sizes.split(","))
-        except ValueError:
-            sizes = ()
-        if not sizes or min(sizes) < 1:
-            raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of positive counts, e.g. 1,5,25")
         names = parse_names(models, PRESETS, "model", PAPER_MODELS)
         lines = compare_with_usual(names, images, str(data.resolve_root(data_root)), click.echo, sizes)
         if append_to is not None:
@@ -138,6 +141,15 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
     for model in names:
         result = measure(model, device, batch_size, steps)
         click.echo(f"{model:<11} {result.images_per_second:>10.0f} {1000 * result.seconds / steps:>9.2f}")
+    if device == "cuda":
+        from .speed import stacked_throughput
+
+        click.echo(f"stacked runs, images/s of all runs together, eager / CUDA graphs ({steps} steps):")
+        click.echo(f"{'model':<11} " + " ".join(f"{f'stack of {k}':>22}" for k in sizes))
+        for model in names:
+            cells = [f"{stacked_throughput(model, k, steps, batch_size, device):,.0f} / "
+                     f"{stacked_throughput(model, k, steps, batch_size, device, cuda_graphs=True):,.0f}" for k in sizes]
+            click.echo(f"{model:<11} " + " ".join(f"{cell:>22}" for cell in cells))
 
 
 @cli.command()

@@ -53,13 +53,16 @@ def _bench(args: list[str]) -> tuple[int, float]:
 @click.option("--seeds", default="5", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--jobs", default=2, show_default=True, type=int, help="stacks trained at once")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="passed to bench run  [default: on with a GPU]")
 @click.option("--out", default="results/records/mnist-paper", show_default=True, type=click.Path(path_type=Path))
 @click.option("--report", default="results/table1.md", show_default=True, type=click.Path(path_type=Path))
 @click.option("--benchmarks", default="BENCHMARKS.md", show_default=True, type=click.Path(path_type=Path))
-def main(profile, seeds, device, jobs, out, report, benchmarks):
+def main(profile, seeds, device, jobs, cuda_graphs, out, report, benchmarks):
     """Train the paper's matrix, report it once complete, and log the timing to BENCHMARKS.md."""
     run_args = ["run", "--models", "all", "--seeds", seeds, "--profile", profile, "--device", device,
                 "--jobs", str(jobs), "--out", str(out)]
+    if cuda_graphs is not None:
+        run_args.append("--cuda-graphs" if cuda_graphs else "--no-cuda-graphs")
     code, seconds = _bench(run_args)
     if code != 0:
         sys.exit(code)

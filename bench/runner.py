@@ -75,7 +75,7 @@ def _load(name: str, root: str, train_subset: int, test_subset: int):
     return datasets.load(name, Path(root), (train_subset or None, test_subset or None))
 
 
-def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_size: int) -> dict:
+def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_size: int, cuda_graphs: bool) -> dict:
     import torch
 
     return {
@@ -90,6 +90,7 @@ def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_
         "device": device,
         "threads": threads,
         "stack_size": stack_size,
+        "cuda_graphs": cuda_graphs,
         "git_commit": commit,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": 0.0,
@@ -97,8 +98,10 @@ def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_
 
 
 def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int, labels: list[str], commit: str | None,
-              stacked: bool = True) -> list[tuple[str, str, str]]:
+              stacked: bool = True, cuda_graphs: bool | None = None) -> list[tuple[str, str, str]]:
     """Train runs in this process, as one stack or (one run, ``stacked=False``) alone; publish every epoch.
+
+    ``cuda_graphs`` (stacks only): replay each update as a CUDA graph; None means on a GPU only.
 
     Returns ``(run_id, status, message)`` per run; never raises, so one failed stack does not stop the others.
     A run that diverges is recorded as such and left out of the rest; its stack goes on.
@@ -110,7 +113,8 @@ def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int,
 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    metas = [_meta(run, device, threads, commit, len(runs)) for run in runs]
+    graphs = stacked and (device == "cuda" if cuda_graphs is None else cuda_graphs)
+    metas = [_meta(run, device, threads, commit, len(runs), graphs) for run in runs]
     rows: list[list[dict]] = [[] for _ in runs]
     live = list(range(len(runs)))
     start = time.perf_counter()
@@ -119,7 +123,7 @@ def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int,
         data = _load(first.dataset, data_root, first.train_subset, first.test_subset)
         configs = [run.config for run in runs]
         if stacked:
-            trainer = StackedTrainer(configs, data.train, data.test, device)
+            trainer = StackedTrainer(configs, data.train, data.test, device, graphs)
             members, next_epoch = trainer.runs, trainer.run_epoch
         else:
             if len(runs) != 1:
@@ -180,7 +184,8 @@ def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = Tr
     return stacks
 
 
-def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, device: str, stack: bool = True) -> RunSummary:
+def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, device: str, stack: bool = True,
+            cuda_graphs: bool | None = None) -> RunSummary:
     """Train every unfinished run of the plan, ``jobs`` tasks at a time, and report progress on stderr.
 
     A task is one stack of runs trained as one program (see :func:`make_stacks`), or one run
@@ -203,6 +208,8 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
     for name in sorted({run.config.dataset for run in todo}):
         datasets.verify(name, data_root)
     device = resolve_device(device)
+    if cuda_graphs and (device != "cuda" or not stack):
+        raise BenchError("--cuda-graphs needs --device cuda and stacking")
     check_writable(out)
     stacks = make_stacks(todo, max(1, jobs), device, stack)
     jobs = max(1, min(jobs, len(stacks)))
@@ -224,7 +231,7 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
     tasks = (
         delayed(run_stack)(runs, str(data_root), device, threads,
                            [f"[{index[r.config.run_id]}/{len(todo)} {r.config.model} {r.config.dataset} seed={r.config.seed}]"
-                            for r in runs], commit, stack)
+                            for r in runs], commit, stack, cuda_graphs)
         for runs in stacks
     )
     finished = 0

@@ -61,22 +61,27 @@ def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 
     return Throughput(model, str(trainer.device), torch.get_num_threads(), batch_size, steps, seconds)
 
 
-def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 64) -> float:
-    """Images per second of ``runs`` seeds of one objective trained as one stack (random images, CPU)."""
+def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 64, device: str = "cpu",
+                       cuda_graphs: bool = False) -> float:
+    """Images per second of ``runs`` seeds of one objective trained as one stack (random images)."""
     from .stacked import StackedTrainer
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size * 2, 1, 32, 32), generator=g, dtype=torch.uint8)
     trainer = StackedTrainer([resolve(model, "mnist", seed, "paper", {"batch_size": batch_size}) for seed in range(runs)],
-                             images, images[:batch_size])
-    index = torch.arange(batch_size).expand(runs, batch_size)
-    x = trainer.runs[0].batch_of(images, index)
-    other = trainer.runs[0].batch_of(images, index.flip(1)) if trainer.has_disc else None
-    caps = trainer.capacities(steps + 1)
-    trainer.train_step(x, other, caps[0])  # first step allocates Adam's state
+                             images, images[:batch_size], device, cuda_graphs)
+    index = torch.arange(batch_size, device=trainer.device).expand(runs, batch_size)
+    x = trainer.runs[0].batch_of(trainer.train_images, index)
+    other = trainer.runs[0].batch_of(trainer.train_images, index.flip(1)) if trainer.has_disc else None
+    untimed = 5  # Adam's state, and a graph's warm-up and capture
+    caps = trainer.capacities(untimed + steps)
+    for step in range(untimed):
+        trainer.train_step(x, other, caps[step])
+    _sync(trainer.device)
     start = time.perf_counter()
-    for step in range(steps):
-        trainer.train_step(x, other, caps[step + 1])
+    for step in range(untimed, untimed + steps):
+        trainer.train_step(x, other, caps[step])
+    _sync(trainer.device)
     return runs * steps * batch_size / (time.perf_counter() - start)
 
 

@@ -8,6 +8,11 @@ streams and its evaluation, so a run draws exactly the numbers it draws when tra
 only the update runs stacked, through ``torch.func.vmap`` over ``functional_call``. Adam is
 elementwise, so one Adam over the stacked tensors is each run's own Adam.
 
+On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
+CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
+and the runs' noise) is written into fixed input buffers first, eagerly, from each run's own
+generators. A captured Adam keeps its step count on the device (``capturable=True``).
+
 A stacked run's records equal its solo run's up to floating-point rounding: vectorised
 convolutions and matrix products sum in another order. In the smoke profile they agree to
 1e-9 relative in float64, and in float32 to 1e-4 relative or, for the terms near zero, 1e-5
@@ -38,6 +43,40 @@ def stack_key(config: RunConfig) -> tuple:
     return tuple(getattr(config, name) for name in SHARED_FIELDS) + (config.gamma != 0,)
 
 
+class CapturedStep:
+    """Run a function of fixed-address tensors as a CUDA graph: launched as one, replayed each call.
+
+    An update of these small networks is hundreds of kernels of microseconds each, so on a GPU it
+    is bound by launch overhead, not arithmetic. The first ``warmup`` calls run eagerly on a side
+    stream (they allocate the optimiser's state and let autograd settle, as graph capture requires);
+    the next call captures the function and replays it, and every later call only replays. The
+    returned tensor is the graph's own output, overwritten by the next replay.
+    """
+
+    def __init__(self, fn, warmup: int = 3):
+        self.fn, self.warmup = fn, warmup
+        self.calls = 0
+        self.graph = None
+        self.output = None
+        self.side = torch.cuda.Stream()
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is None and self.calls < self.warmup:
+            self.calls += 1
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                output = self.fn()
+            torch.cuda.current_stream().wait_stream(self.side)
+            return output
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.output = self.fn()
+            self.graph = graph
+        self.graph.replay()
+        return self.output
+
+
 def _permute_stacked(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Each run's columns shuffled across its batch by its own keys (see models.objectives.permute_dims)."""
     return torch.gather(z, 1, keys.argsort(dim=1))
@@ -46,7 +85,8 @@ def _permute_stacked(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 class StackedTrainer:
     """Several runs' models and optimisers, advanced one epoch at a time as one program."""
 
-    def __init__(self, configs: list[RunConfig], train_images: torch.Tensor, test_images: torch.Tensor, device="cpu"):
+    def __init__(self, configs: list[RunConfig], train_images: torch.Tensor, test_images: torch.Tensor, device="cpu",
+                 cuda_graphs: bool | None = None):
         if len({stack_key(c) for c in configs}) != 1:
             raise ValueError("the runs of a stack must share " + ", ".join(SHARED_FIELDS) + " and the discriminator")
         self.runs = [Trainer(c, train_images, test_images, device) for c in configs]
@@ -62,7 +102,12 @@ class StackedTrainer:
         self.vae_params, _ = stack_module_state([t.vae for t in self.runs])
         self.vae_leaves = list(self.vae_params.values())
         self.vae_shape = copy.deepcopy(first.vae).to("meta")
-        self.opt = torch.optim.Adam(self.vae_leaves, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2))
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        # A captured Adam must keep its step count on the device (capturable=True).
+        adam = {"capturable": self.cuda_graphs}
+        self.opt = torch.optim.Adam(self.vae_leaves, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **adam)
         if self.has_disc:
             # Detached views share storage with the stacked weights, so they follow every Adam step.
             self.encoder_params = {name.removeprefix("encoder."): p.detach()
@@ -71,7 +116,18 @@ class StackedTrainer:
             self.disc_leaves = list(self.disc_params.values())
             self.disc_shape = copy.deepcopy(first.disc).to("meta")
             self.d_opt = torch.optim.Adam(self.disc_leaves, lr=self.config.d_lr,
-                                          betas=(self.config.d_beta1, self.config.d_beta2))
+                                          betas=(self.config.d_beta1, self.config.d_beta2), **adam)
+
+        # The inputs of one update, refilled in place before each: a captured graph reads them where they are.
+        k, bs, z_dim = len(self.runs), self.config.batch_size, self.config.z_dim
+        on = {"device": self.device, "dtype": self.dtype}
+        self.x = torch.empty((k, bs, *train_images.shape[1:]), **on)
+        self.c = torch.empty(k, **on)
+        self.eps = torch.empty(k, bs, z_dim, **on)
+        if self.has_disc:
+            self.x_other, self.eps2 = torch.empty_like(self.x), torch.empty_like(self.eps)
+            self.keys = torch.empty(k, bs, z_dim, device=self.device)  # torch.rand's default dtype, as in permute_dims
+        self._update_once = CapturedStep(self._update) if self.cuda_graphs else self._update
 
     def _vae(self, params, x, eps):
         return functional_call(self.vae_shape, params, (x, eps))
@@ -87,17 +143,28 @@ class StackedTrainer:
         return torch.tensor([[capacity(t.step + i, t.config.c_max, t.ramp) for t in self.runs] for i in range(steps)],
                             device=self.device, dtype=self.dtype)
 
-    def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
+    def _fill(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> None:
+        """Copy one update's batch and C(t) into the input buffers and draw its noise there.
+
+        Random numbers are drawn per run from its own streams, in the order a solo update draws them.
+        """
+        self.x.copy_(x)
+        self.c.copy_(c)
+        for k, t in enumerate(self.runs):
+            torch.randn(self.eps.shape[1:], generator=t.g_noise, device=self.device, dtype=self.dtype, out=self.eps[k])
+        if self.has_disc:
+            self.x_other.copy_(x_other)
+            for k, t in enumerate(self.runs):
+                torch.randn(self.eps2.shape[1:], generator=t.g_disc, device=self.device, dtype=self.dtype, out=self.eps2[k])
+                torch.rand(self.keys.shape[1:], generator=t.g_disc, device=self.device, out=self.keys[k])
+
+    def _gradients(self) -> torch.Tensor:
         """Set the stacked ``.grad``s for one update of every run (as Trainer.gradients does for one); return the terms.
 
-        ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t) for this update
-        (a row of :meth:`capacities`). Returns ``(runs, len(TERMS))``.
+        Reads the input buffers only, so that it can be captured as a CUDA graph. Returns ``(runs, len(TERMS))``.
         """
-        runs, k = self.runs, len(self.runs)
-        # Random numbers are drawn per run from its own streams, in the order a solo update draws them.
-        eps = torch.stack([torch.randn(x.shape[1], t.config.z_dim, generator=t.g_noise, device=self.device,
-                                       dtype=self.dtype) for t in runs])
-        logits, mu, logvar, z = vmap(self._vae)(self.vae_params, x, eps)
+        x, c, k = self.x, self.c, len(self.runs)
+        logits, mu, logvar, z = vmap(self._vae)(self.vae_params, x, self.eps)
         recon = vmap(lambda lg, im: bernoulli_nll(lg, im).mean())(logits, x)
         kl = vmap(lambda m, lv: gaussian_kl(m, lv).mean())(mu, logvar)
         gap = (kl - c).abs()
@@ -106,12 +173,8 @@ class StackedTrainer:
         tc, acc, d_loss = nan, nan, None
         if self.has_disc:
             with torch.no_grad():
-                mu2, logvar2 = vmap(self._encoder)(self.encoder_params, x_other)
-                eps2, keys = [], []
-                for t in runs:
-                    eps2.append(torch.randn(mu2.shape[1:], generator=t.g_disc, device=self.device, dtype=self.dtype))
-                    keys.append(torch.rand(mu2.shape[1:], generator=t.g_disc, device=self.device))
-                z_perm = _permute_stacked(mu2 + torch.exp(0.5 * logvar2) * torch.stack(eps2), torch.stack(keys))
+                mu2, logvar2 = vmap(self._encoder)(self.encoder_params, self.x_other)
+                z_perm = _permute_stacked(mu2 + torch.exp(0.5 * logvar2) * self.eps2, self.keys)
             d_logits = vmap(self._disc)(self.disc_params, torch.cat([z, z_perm], dim=1))
             n = z.shape[1]
             tc = vmap(total_correlation)(d_logits[:, :n])
@@ -126,11 +189,18 @@ class StackedTrainer:
         return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), c, gap.detach(),
                             acc.detach().to(self.dtype)], dim=1)
 
-    def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
-        terms = self.gradients(x, x_other, c)
+    def _update(self) -> torch.Tensor:
+        terms = self._gradients()
         self.opt.step()
         if self.has_disc:
             self.d_opt.step()
+        return terms
+
+    def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
+        """One update of every run: ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t)
+        (a row of :meth:`capacities`). Returns the terms, ``(runs, len(TERMS))``, valid until the next step."""
+        self._fill(x, x_other, c)
+        terms = self._update_once()
         for t in self.runs:
             t.step += 1
         return terms

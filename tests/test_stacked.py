@@ -25,8 +25,8 @@ def solo(config, train_images, test_images):
     return [row for result, _ in train(config, train_images, test_images) for row in result.rows]
 
 
-def stacked(configs, train_images, test_images):
-    trainer = StackedTrainer(configs, train_images, test_images)
+def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None):
+    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs)
     rows = {c.run_id: [] for c in configs}
     for _ in range(configs[0].epochs):
         for config, result in zip(configs, trainer.run_epoch()):
@@ -87,5 +87,35 @@ def test_a_stack_repeats_its_bits():
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0), small("cfactorvae", 1)]
     first, second = stacked(configs, train_images, test_images), stacked(configs, train_images, test_images)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert all(drop(first[c.run_id]) == drop(second[c.run_id]) for c in configs)
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    with pytest.raises(ValueError, match="CUDA device"):
+        StackedTrainer([small("vae", 0)], images(32), images(16), "cpu", cuda_graphs=True)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("models", [("vae", "betavae", "cvae"), ("factorvae", "cfactorvae")])
+def test_a_graphed_stack_gives_the_eager_stack_numbers(models):
+    # 3 epochs of 4 updates: 3 eager warm-up updates, the capture, then 8 replays across epoch ends.
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small(model, seed, epochs=3) for model in models for seed in (0, 1)]
+    eager = stacked(configs, train_images, test_images, "cuda", cuda_graphs=False)
+    graphed = stacked(configs, train_images, test_images, "cuda", cuda_graphs=True)
+    for config in configs:
+        assert_close(graphed[config.run_id], eager[config.run_id], 1e-4)
+
+
+@needs_cuda
+def test_a_graphed_stack_repeats_its_bits():
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small("factorvae", 0, epochs=3), small("cfactorvae", 1, epochs=3)]
+    first = stacked(configs, train_images, test_images, "cuda", cuda_graphs=True)
+    second = stacked(configs, train_images, test_images, "cuda", cuda_graphs=True)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert all(drop(first[c.run_id]) == drop(second[c.run_id]) for c in configs)
