@@ -11,7 +11,8 @@ elementwise, so one Adam over the stacked tensors is each run's own Adam.
 On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
 CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
 and the runs' noise) is written into fixed input buffers first, eagerly, from each run's own
-generators. A captured Adam keeps its step count on the device (``capturable=True``).
+generators. Adam on a GPU is capturable for every run (:func:`bench.engine.adam`), so a graphed
+stack repeats the bits of the same stack trained eagerly.
 
 A stacked run's records equal its solo run's up to floating-point rounding: vectorised
 convolutions and matrix products sum in another order. In the smoke profile they agree to
@@ -31,7 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from models.objectives import bernoulli_nll, capacity, discriminator_loss, gaussian_kl, total_correlation
 
 from .config import RunConfig
-from .engine import TERMS, EpochResult, Trainer
+from .engine import TERMS, EpochResult, Trainer, adam
 
 # Fields a stack's runs must share; the others (seed, coefficients, C schedule) may differ.
 SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
@@ -105,9 +106,7 @@ class StackedTrainer:
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        # A captured Adam must keep its step count on the device (capturable=True).
-        adam = {"capturable": self.cuda_graphs}
-        self.opt = torch.optim.Adam(self.vae_leaves, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **adam)
+        self.opt = adam(self.vae_leaves, self.config.lr, (self.config.beta1, self.config.beta2), self.device)
         if self.has_disc:
             # Detached views share storage with the stacked weights, so they follow every Adam step.
             self.encoder_params = {name.removeprefix("encoder."): p.detach()
@@ -115,8 +114,7 @@ class StackedTrainer:
             self.disc_params, _ = stack_module_state([t.disc for t in self.runs])
             self.disc_leaves = list(self.disc_params.values())
             self.disc_shape = copy.deepcopy(first.disc).to("meta")
-            self.d_opt = torch.optim.Adam(self.disc_leaves, lr=self.config.d_lr,
-                                          betas=(self.config.d_beta1, self.config.d_beta2), **adam)
+            self.d_opt = adam(self.disc_leaves, self.config.d_lr, (self.config.d_beta1, self.config.d_beta2), self.device)
 
         # The inputs of one update, refilled in place before each: a captured graph reads them where they are.
         k, bs, z_dim = len(self.runs), self.config.batch_size, self.config.z_dim
