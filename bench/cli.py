@@ -36,17 +36,36 @@ def cli():
               help="train runs that share shapes and optimiser settings as one vectorised program")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="replay each stacked update as a CUDA graph  [default: on with a GPU]")
+@click.option("--threads", type=int, default=None, help="torch threads per job  [default: the cores shared out, 1 on a GPU]")
+@click.option("--fresh", is_flag=True, help="ignore checkpoints: train unfinished runs from the start")
+@click.option("--keep", is_flag=True, help="keep the checkpoints of finished runs")
+@click.option("--backend", default="local", show_default=True, help="local (processes here) or dask (a cluster)")
+@click.option("--scheduler", default=None, help="--backend dask: the scheduler's address, e.g. tcp://host:8786")
+@click.option("--resources", default=None, help="--backend dask: what each task needs of a worker, e.g. GPU=1")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
-def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, dry_run):
+def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
+        fresh, keep, backend, scheduler, resources, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
     from .plan import make_plan, parse_names, parse_seeds
-    from .runner import execute, is_finished
+    from .runner import RunOptions, execute, is_finished
 
     if jobs < 1:
         raise BenchError(f"--jobs {jobs}: need at least 1")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads {threads}: need at least 1")
     if device not in ("auto", "cpu", "cuda"):
         raise BenchError(f"--device {device}: choose auto, cpu or cuda")
+    if backend not in ("local", "dask"):
+        raise BenchError(f"--backend {backend}: choose local or dask")
+    if (backend == "dask") != (scheduler is not None):
+        raise BenchError("--backend dask and --scheduler ADDRESS go together")
+    if resources is not None:
+        if backend != "dask":
+            raise BenchError("--resources is for --backend dask")
+        from .cluster import parse_resources
+
+        parse_resources(resources)
     overrides = parse_overrides(sets)
     if epochs is not None:
         overrides.update(parse_overrides([f"epochs={epochs}"]))
@@ -62,9 +81,12 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
             click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}")
         click.echo(f"{len(plan)} runs planned")
         return
-    summary = execute(plan, out, data.resolve_root(data_root), jobs, device, stack, cuda_graphs)
+    options = RunOptions(jobs=jobs, device=device, stack=stack, cuda_graphs=cuda_graphs, threads=threads, fresh=fresh,
+                         keep=keep, backend=backend, scheduler=scheduler, resources=resources)
+    summary = execute(plan, out, data.resolve_root(data_root), options)
+    busy = f", left to another bench run {len(summary.busy)}" if summary.busy else ""
     click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
-               f"diverged {len(summary.diverged)}, failed {len(summary.failed)}; records in {out}")
+               f"diverged {len(summary.diverged)}, failed {len(summary.failed)}{busy}; records in {out}")
     for line in summary.failed:
         click.echo(f"failed: {line}")
     if summary.failed:

@@ -98,6 +98,34 @@ class Trainer:
         self.step = 0
         self.epoch = 0
 
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"data": self.g_data, "noise": self.g_noise, "disc-order": self.g_disc_order, "disc": self.g_disc}
+
+    def progress_state(self) -> dict:
+        """Where the run stands: its update and epoch counts and every random stream's state."""
+        return {"step": self.step, "epoch": self.epoch,
+                "generators": {name: g.get_state() for name, g in self.generators().items()}}
+
+    def load_progress_state(self, state: dict) -> None:
+        self.step, self.epoch = state["step"], state["epoch"]
+        for name, g in self.generators().items():
+            g.set_state(state["generators"][name])
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit: weights, optimisers, streams, counts."""
+        state = {"progress": self.progress_state(), "vae": self.vae.state_dict(), "opt": self.opt.state_dict()}
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), d_opt=self.d_opt.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_progress_state(state["progress"])
+        self.vae.load_state_dict(state["vae"])
+        self.opt.load_state_dict(state["opt"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.d_opt.load_state_dict(state["d_opt"])
+
     def batch_of(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The images at ``index`` as floats of the run's dtype in [0, 1]."""
         return images[index].to(self.dtype).div_(255.0)

@@ -3,9 +3,11 @@
 ``python -m bench.paper_matrix`` runs ``bench run --models all --seeds 5 --profile paper``
 (the five objectives x 5 seeds x 50 epochs of full MNIST), then ``bench report`` on those
 records, and appends a dated section with the machine, torch version, wall time and the
-commands to BENCHMARKS.md. It is meant for a lent GPU with limited time: the records are
-published run by run, so calling it again after a cut-off skips what is finished and trains the
-rest, and the report is only written once every run has finished.
+commands to BENCHMARKS.md. It is meant for a GPU with limited time: every stack checkpoints at
+each epoch end, so calling it again after a cut-off (on the same machine, with the same
+``--out``) skips what is finished and continues the rest from its last epoch, and the report is
+only written once every run has finished. On one H200, with CUDA graphs, the matrix should take
+about 6.5 minutes (BENCHMARKS.md, projected from 2 epochs).
 
 On a lent GPU machine, from the repository root, with the MNIST files copied into the
 git-ignored ``local-data/mnist/`` and everything written under ``$OUT`` so that it comes back::

@@ -10,6 +10,7 @@ dot-prefixed temporary name in the same folder, then moved over the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -52,6 +53,11 @@ FINAL_METRICS = (
     ("test_recon", "test", "recon"),
 )
 META_KEY = b"bench.run"
+# The version of the metadata layout a record is written in; records without the key are format 1.
+# Format 2 added ``format``, ``cuda_graphs`` and, for a diverged run, ``diverged_epoch``.
+RECORD_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+CHECKPOINT_FORMAT = 1
 # RunConfig fields added after the first published records, with the value those records implicitly used:
 # a config read from such a record gets them, so old and new runs of one setting compare equal.
 ADDED_DEFAULTS = {"dtype": "float32"}
@@ -72,6 +78,11 @@ def run_path(root: Path, dataset: str, model: str, seed: int, run_id: str) -> Pa
 def weights_path(record: Path) -> Path:
     """Where the final weights of the run recorded at ``record`` live."""
     return record.parent / "_weights" / f"{record.stem}.pt"
+
+
+def checkpoint_dir(root: Path) -> Path:
+    """Where the checkpoints of the unfinished stacks of a records folder are kept."""
+    return Path(root) / "_checkpoints"
 
 
 def publish_atomic(path: Path, write) -> None:
@@ -98,11 +109,49 @@ def write_run(path: Path, rows: list[dict], meta: dict) -> None:
     publish_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def save_weights(path: Path, state: dict) -> None:
-    """Publish a torch state dict atomically (imported lazily: reading records needs no torch)."""
+def _torch_save(state: dict, path: str) -> None:
+    """torch.save, with a failed write raised as the OSError it is (torch reports it as a RuntimeError)."""
     import torch
 
-    publish_atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    try:
+        torch.save(state, path)
+    except RuntimeError:
+        raise OSError(errno.EIO, f"{Path(path).name} could not be written in full (is the disk full?)") from None
+
+
+def save_weights(path: Path, state: dict) -> None:
+    """Publish a torch state dict atomically (torch is imported lazily: reading records needs none)."""
+    publish_atomic(Path(path), lambda tmp: _torch_save(state, tmp))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Publish a checkpoint atomically: a kill at any moment leaves the previous one whole."""
+    publish_atomic(Path(path), lambda tmp: _torch_save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Read every byte of a checkpoint and check its checksums; BenchError naming the file if it is damaged."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        bad = type(exc).__name__
+    if bad is not None:
+        raise BenchError(f"checkpoint {path} is damaged ({bad}); delete it, or pass --fresh to train its runs from the start")
+
+
+def load_checkpoint(path: Path, device: str) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise BenchError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it, or pass --fresh") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise BenchError(f"checkpoint {path} is not a checkpoint of this version of bench; delete it, or pass --fresh")
+    return state
 
 
 def read_meta(path: Path) -> dict:
@@ -116,9 +165,13 @@ def read_meta(path: Path) -> dict:
     if raw is None or missing:
         raise RecordError(f"{path}: not a bench run file (missing {'metadata' if raw is None else ', '.join(missing)}); move it out of the runs folder")
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except ValueError:
         raise RecordError(f"{path}: run metadata is not valid JSON; delete the file and rerun") from None
+    if meta.get("format", 1) not in READABLE_FORMATS:
+        raise RecordError(f"{path}: written by another version of bench (record format {meta.get('format')!r}; this one "
+                          f"reads {', '.join(map(str, READABLE_FORMATS))}); move it out of the runs folder")
+    return meta
 
 
 def read_run(path: Path) -> tuple[pd.DataFrame, dict]:

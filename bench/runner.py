@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import hashlib
 import importlib.metadata
+import json
+import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,10 +19,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from . import data as datasets
 from .errors import BenchError
+from .locks import RunLock, describe, lock_path, read_holder
 from .plan import PlannedRun
-from .records import RecordError, read_meta, save_weights, weights_path, write_run
+from .records import (
+    RECORD_FORMAT,
+    RecordError,
+    checkpoint_dir,
+    load_checkpoint,
+    publish_atomic,
+    read_meta,
+    save_checkpoint,
+    save_weights,
+    verify_checkpoint,
+    weights_path,
+    write_run,
+)
 
 
 @dataclass
@@ -25,6 +46,11 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "run_id: reason"
     diverged: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # held by another bench run, left to it
+
+
+class StorageError(BenchError):
+    """The records folder could not be written (a full disk, say): the plan stops, checkpoints intact."""
 
 
 def log(message: str) -> None:
@@ -75,18 +101,61 @@ def _load(name: str, root: str, train_subset: int, test_subset: int):
     return datasets.load(name, Path(root), (train_subset or None, test_subset or None))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a plan is trained; everything here leaves the numbers alone except ``threads`` and the device."""
+
+    jobs: int = 1  # tasks at once (a task is a stack, or one run with stack=False)
+    device: str = "auto"
+    stack: bool = True
+    cuda_graphs: bool | None = None  # None: on with a GPU
+    threads: int | None = None  # torch threads per task; None: the cores shared out over the jobs (1 on a GPU)
+    fresh: bool = False  # ignore checkpoints and train from the start
+    keep: bool = False  # keep the checkpoints of finished stacks
+    backend: str = "local"  # "local" (joblib's processes) or "dask"
+    scheduler: str | None = None  # the Dask scheduler's address, with backend="dask"
+    resources: str | None = None  # a Dask resource each task needs, e.g. "GPU=1"
+
+
+@dataclass(frozen=True)
+class StackTask:
+    """One task as it travels to a worker process: what to train and where to publish it."""
+
+    runs: tuple[PlannedRun, ...]
+    labels: tuple[str, ...]
+    out: str
+    data_root: str
+    device: str
+    threads: int
+    stacked: bool
+    cuda_graphs: bool
+    resume: bool
+    keep: bool
+    commit: str | None
+    resuming: bool = False  # the stack has a checkpoint: its runs stay together, finished ones too
+
+
+def stack_id(run_ids, stacked: bool) -> str:
+    """The name of a stack's checkpoint: its runs in order, and whether they train as a stack."""
+    text = ("stack:" if stacked else "solo:") + ",".join(run_ids)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_size: int, cuda_graphs: bool) -> dict:
     import torch
 
     return {
+        "format": RECORD_FORMAT,
         "run_id": run.config.run_id,
         "profile": run.profile,
         "config": run.config.to_dict(),
         "status": "running",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      # read from the package metadata: importing torchvision costs a second of startup
                      "torchvision": importlib.metadata.version("torchvision")},
         "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),  # with the host, which process trained the run (a cluster's worker, say)
         "device": device,
         "threads": threads,
         "stack_size": stack_size,
@@ -97,82 +166,213 @@ def _meta(run: PlannedRun, device: str, threads: int, commit: str | None, stack_
     }
 
 
-def run_stack(runs: list[PlannedRun], data_root: str, device: str, threads: int, labels: list[str], commit: str | None,
-              stacked: bool = True, cuda_graphs: bool | None = None) -> list[tuple[str, str, str]]:
-    """Train runs in this process, as one stack or (one run, ``stacked=False``) alone; publish every epoch.
+def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
+    """Train a task's runs in this process, as one stack or (one run) alone, resuming from its checkpoint.
 
-    ``cuda_graphs`` (stacks only): replay each update as a CUDA graph; None means on a GPU only.
-
-    Returns ``(run_id, status, message)`` per run; never raises, so one failed stack does not stop the others.
+    Takes every run's lock first; runs that another process holds, or that finished meanwhile,
+    are left out (status "busy" or "skipped"). At every epoch end the stack's checkpoint is
+    published, then the records, so a kill at any moment loses at most the epoch under way.
+    Returns ``(run_id, status, message)`` per run; never raises for a failed stack, so the others
+    go on, but a records folder that cannot be written (a full disk) stops the whole plan.
     A run that diverges is recorded as such and left out of the rest; its stack goes on.
     """
+    locks, mine = [], []
+    results = []
+    # A checkpoint belongs to its exact stack, so a resumed stack keeps a member that has since
+    # diverged (it rides along unpublished); it is skipped only when every member is done.
+    all_done = task.resuming and all(is_finished(run.path) for run in task.runs)
+    try:
+        for run in task.runs:
+            lock = RunLock(Path(task.out), run.config.run_id)
+            if not lock.acquire():
+                results.append((run.config.run_id, "busy", describe(_holder(lock.path))))
+            elif is_finished(run.path) and (all_done or not task.resuming):
+                lock.release()
+                results.append((run.config.run_id, "skipped", "finished by another process"))
+            else:
+                if lock.taken_over:
+                    log(f"{run.config.run_id}: took over the lock left by {describe(lock.taken_over)}, no longer running")
+                locks.append(lock)
+                mine.append(run)
+        if not mine:
+            return results
+        labels = [task.labels[task.runs.index(run)] for run in mine]
+        return results + _train(task, mine, labels)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _holder(path: Path) -> dict | None:
+    try:
+        return read_holder(path)
+    except BenchError:
+        return None
+
+
+def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[tuple[str, str, str]]:
     import torch
 
     from .engine import Trainer
     from .stacked import StackedTrainer
 
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    graphs = stacked and (device == "cuda" if cuda_graphs is None else cuda_graphs)
-    metas = [_meta(run, device, threads, commit, len(runs), graphs) for run in runs]
+    if task.device == "auto":  # a cluster's workers decide for themselves
+        task = dataclasses.replace(task, device=resolve_device("auto"))
+        task = dataclasses.replace(task, cuda_graphs=task.cuda_graphs and task.device == "cuda")
+    torch.set_num_threads(task.threads)
+    if task.device == "cuda":
+        # GPU kernels (scatter-adds, cuBLAS) need this to repeat their bits; the CPU ones used here are
+        # deterministic already, and the switch costs a second of start-up (it imports the compiler stack).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_ids = [run.config.run_id for run in runs]
+    name = stack_id(run_ids, task.stacked)
+    folder = checkpoint_dir(Path(task.out))
+    checkpoint, members = folder / f"{name}.pt", folder / f"{name}.json"
+    metas = [_meta(run, task.device, task.threads, task.commit, len(runs), task.cuda_graphs) for run in runs]
     rows: list[list[dict]] = [[] for _ in runs]
     live = list(range(len(runs)))
     start = time.perf_counter()
+    base_seconds = [0.0] * len(runs)
     first = runs[0].config
     try:
-        data = _load(first.dataset, data_root, first.train_subset, first.test_subset)
+        data = _load(first.dataset, task.data_root, first.train_subset, first.test_subset)
         configs = [run.config for run in runs]
-        if stacked:
-            trainer = StackedTrainer(configs, data.train, data.test, device, graphs)
-            members, next_epoch = trainer.runs, trainer.run_epoch
+        if task.stacked:
+            trainer = StackedTrainer(configs, data.train, data.test, task.device, task.cuda_graphs)
+            members_of, next_epoch = trainer.runs, trainer.run_epoch
         else:
             if len(runs) != 1:
                 raise ValueError("unstacked training takes one run at a time")
-            solo = Trainer(configs[0], data.train, data.test, device)
-            members, next_epoch = [solo], lambda: [solo.run_epoch()]
-        for _ in range(first.epochs):
+            trainer = Trainer(configs[0], data.train, data.test, task.device)
+            members_of, next_epoch = [trainer], lambda: [trainer.run_epoch()]
+
+        def publish(k: int) -> None:
+            with _writing(task.out):
+                if metas[k]["status"] != "running":
+                    save_weights(weights_path(runs[k].path),
+                                 {"config": runs[k].config.to_dict(), "vae": members_of[k].vae.state_dict()})
+                write_run(runs[k].path, rows[k], metas[k])
+
+        epoch = 0
+        if task.resume and checkpoint.exists():
+            state = load_checkpoint(checkpoint, task.device)
+            trainer.load_state_dict(state["trainer"])
+            epoch, rows, live = state["epoch"], state["rows"], state["live"]
+            for k, saved in enumerate(state["metas"]):
+                metas[k] = {**saved, "threads": task.threads, "device": task.device, "host": socket.gethostname(),
+                            "pid": os.getpid(), "resumed_at_epochs": saved.get("resumed_at_epochs", []) + [epoch]}
+                base_seconds[k] = saved["wall_seconds"]
+            log(f"{labels[0]}{' and its stack' if len(runs) > 1 else ''}: resuming after epoch {epoch} from {checkpoint}")
+            for k in range(len(runs)):  # a kill between checkpoint and record leaves the record one epoch behind
+                if not runs[k].path.exists() or pq.read_metadata(runs[k].path).num_rows != len(rows[k]):
+                    publish(k)
+        else:
+            with _writing(task.out):
+                publish_atomic(members, lambda tmp: Path(tmp).write_text(json.dumps({"runs": run_ids, "stacked": task.stacked})))
+        while live and epoch < first.epochs:
             results = next_epoch()
-            for k in list(live):
-                result, meta, run = results[k], metas[k], runs[k]
+            epoch += 1
+            changed = list(live)
+            for k in changed:
+                result, meta = results[k], metas[k]
                 rows[k].extend(result.rows)
-                meta["wall_seconds"] = time.perf_counter() - start
+                meta["wall_seconds"] = base_seconds[k] + time.perf_counter() - start
                 if result.diverged:
-                    meta["status"] = "diverged"
+                    meta["status"], meta["diverged_epoch"] = "diverged", result.epoch
                     live.remove(k)
                 elif result.epoch == first.epochs:
                     meta["status"] = "finished"
-                if meta["status"] != "running":
-                    save_weights(weights_path(run.path), {"config": run.config.to_dict(), "vae": members[k].vae.state_dict()})
-                write_run(run.path, rows[k], meta)
-                train_row, test_row = result.rows
-                log(f"{labels[k]} epoch {result.epoch}/{first.epochs}  loss {train_row['loss']:.2f}  "
+            with _writing(task.out):
+                save_checkpoint(checkpoint, {"run_ids": run_ids, "epoch": epoch, "trainer": trainer.state_dict(),
+                                             "rows": rows, "metas": metas, "live": live})
+            for k in changed:
+                publish(k)
+                train_row, test_row = results[k].rows
+                log(f"{labels[k]} epoch {results[k].epoch}/{first.epochs}  loss {train_row['loss']:.2f}  "
                     f"test recon {test_row['recon']:.2f}  ({train_row['seconds'] + test_row['seconds']:.1f}s)")
-            if not live:
-                break
+        if not task.keep:
+            checkpoint.unlink(missing_ok=True)
+            members.unlink(missing_ok=True)
+    except StorageError:
+        raise
     except Exception as exc:  # failed runs are recorded and reported, the other stacks go on
         for k in (k for k in live if metas[k]["status"] == "running"):
             metas[k]["status"] = "failed"
             metas[k]["error"] = f"{type(exc).__name__}: {exc}"
-            metas[k]["wall_seconds"] = time.perf_counter() - start
-            write_run(runs[k].path, rows[k], metas[k])
+            metas[k]["wall_seconds"] = base_seconds[k] + time.perf_counter() - start
+            with _writing(task.out):
+                write_run(runs[k].path, rows[k], metas[k])
     return [(run.config.run_id, meta["status"], meta.get("error", "")) for run, meta in zip(runs, metas)]
 
 
-def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = True) -> list[list[PlannedRun]]:
+@contextlib.contextmanager
+def _writing(out: str):
+    """Publishing into the records folder: an OSError there (a full disk) stops the whole plan, checkpoints intact."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"cannot write to {out}: {exc.strerror or exc}; free space or choose another --out, "
+                           "then run the same command again to resume") from None
+
+
+def _membership(path: Path) -> dict:
+    try:
+        members = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(members.get("runs"), list) or not isinstance(members.get("stacked"), bool):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        raise BenchError(f"{path} is not a bench checkpoint index; delete it and its .pt, or pass --fresh") from None
+    return members
+
+
+def resumable_stacks(out: Path, plan: list[PlannedRun], todo: list[PlannedRun], stacked: bool) -> list[list[PlannedRun]]:
+    """The stacks with a checkpoint that hold runs of ``todo``, each with the runs it was started with, in order.
+
+    A checkpoint is used only by the very stack that wrote it (the same runs, stacked or not):
+    that is what makes a resumed run's records equal an uninterrupted run's bit for bit. So a
+    stack comes back whole, with any member that has diverged since; its members must all be
+    in the plan.
+    """
+    folder = checkpoint_dir(out)
+    if not folder.is_dir():
+        return []
+    by_id = {run.config.run_id: run for run in plan}
+    unfinished = {run.config.run_id for run in todo}
+    stacks = []
+    for index in sorted(folder.glob("*.json")):
+        members = _membership(index)
+        ids = members["runs"]
+        if (members["stacked"] != stacked or not ids or any(i not in by_id for i in ids)
+                or not unfinished.intersection(ids)):
+            continue
+        if stack_id(ids, stacked) != index.stem:
+            raise BenchError(f"{index} does not match its runs; delete it and its .pt, or pass --fresh")
+        checkpoint = index.with_suffix(".pt")
+        if checkpoint.exists():
+            verify_checkpoint(checkpoint)
+        stacks.append([by_id.pop(i) for i in ids])
+    return stacks
+
+
+def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = True,
+                resumed: list[list[PlannedRun]] | None = None) -> list[list[PlannedRun]]:
     """The runs grouped into what each task trains at once.
 
-    Without stacking every run is its own task. With it, runs that can share a stack
+    Stacks that have a checkpoint (``resumed``) come back as they were. Without stacking every
+    other run is its own task. With it, runs that can share a stack
     (:func:`bench.stacked.stack_key`) are grouped; on a GPU a group is one stack, on the CPU
     it is split into ``jobs`` stacks of near-equal size so that every job has work.
     """
     from .stacked import stack_key
 
+    stacks = [list(s) for s in resumed or []]
+    taken = {run.config.run_id for s in stacks for run in s}
+    todo = [run for run in todo if run.config.run_id not in taken]
     if not stack:
-        return [[run] for run in todo]
+        return stacks + [[run] for run in todo]
     groups: dict[tuple, list[PlannedRun]] = {}
     for run in todo:
         groups.setdefault(stack_key(run.config), []).append(run)
-    stacks = []
     for runs in groups.values():
         parts = 1 if device == "cuda" else min(jobs, len(runs))
         size, extra = divmod(len(runs), parts)
@@ -184,16 +384,14 @@ def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = Tr
     return stacks
 
 
-def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, device: str, stack: bool = True,
-            cuda_graphs: bool | None = None) -> RunSummary:
-    """Train every unfinished run of the plan, ``jobs`` tasks at a time, and report progress on stderr.
+def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOptions = RunOptions()) -> RunSummary:
+    """Train every unfinished run of the plan, ``options.jobs`` tasks at a time, and report progress on stderr.
 
     A task is one stack of runs trained as one program (see :func:`make_stacks`), or one run
     with ``stack=False``. Everything that can be checked before training is checked first (data
-    files, device, the records folder), so bad input fails with nothing written.
+    files, device, the records folder, checkpoints and lock files, the cluster), so bad input
+    fails with nothing written.
     """
-    from joblib import Parallel, delayed
-
     summary = RunSummary()
     todo = []
     for run in plan:
@@ -207,47 +405,90 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, jobs: int, devic
         return summary
     for name in sorted({run.config.dataset for run in todo}):
         datasets.verify(name, data_root)
-    device = resolve_device(device)
-    if cuda_graphs and (device != "cuda" or not stack):
+    local = options.backend == "local"
+    device = resolve_device(options.device) if local or options.device != "auto" else options.device
+    if options.cuda_graphs and (device != "cuda" or not options.stack):
         raise BenchError("--cuda-graphs needs --device cuda and stacking")
+    client = None
+    if not local:
+        from .cluster import connect, parse_resources
+
+        parse_resources(options.resources)
+        client = connect(options.scheduler)
     check_writable(out)
-    stacks = make_stacks(todo, max(1, jobs), device, stack)
-    jobs = max(1, min(jobs, len(stacks)))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" else 1
+    for run in todo:
+        if run.path.exists():
+            read_meta(run.path)  # a record we cannot read, or of another version, is never overwritten
+        read_holder(lock_path(out, run.config.run_id))  # a lock file that is not ours stops here
+    if options.fresh:
+        resumed = []
+    else:
+        resumed = resumable_stacks(out, plan, todo, options.stack)
+    stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed)
+    jobs = max(1, min(options.jobs, len(stacks)))
+    if options.threads is not None:
+        threads = options.threads
+    else:  # a cluster's worker runs one task per thread slot, so one torch thread each
+        threads = max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" and local else 1
     if device == "cuda":
         # cuBLAS needs this to be deterministic; it must be set before the first CUDA call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     commit = git_commit()
-    sizes = "/".join(str(len(s)) for s in stacks) if stack else "1 each"
-    log(f"training {len(todo)} runs as {len(stacks)} {'stacks' if stack else 'tasks'} (runs per task: {sizes}) "
-        f"with {jobs} job(s) x {threads} thread(s) on {device}")
+    sizes = "/".join(str(len(s)) for s in stacks) if options.stack else "1 each"
+    where = "here" if local else f"on the Dask cluster at {options.scheduler}"
+    log(f"training {len(todo)} runs as {len(stacks)} {'stacks' if options.stack else 'tasks'} (runs per task: {sizes}) "
+        f"with {jobs} job(s) x {threads} thread(s) on {device}, {where}"
+        + (f"; {len(resumed)} resume from a checkpoint" if resumed else ""))
 
-    # Dearest tasks first: joblib then balances the jobs better, and the ETA weighs runs by cost.
+    # Dearest tasks first: the jobs then balance better, and the ETA weighs runs by cost.
     cost = {run.config.run_id: relative_cost(run.config) for run in todo}
-    stacks.sort(key=lambda runs: sum(cost[r.config.run_id] for r in runs), reverse=True)
+    stacks.sort(key=lambda runs: sum(cost.get(r.config.run_id, 0.0) for r in runs), reverse=True)
     total_cost, done_cost = sum(cost.values()), 0.0
-    start = time.perf_counter()
     index = {run.config.run_id: i + 1 for i, run in enumerate(r for runs in stacks for r in runs)}
-    tasks = (
-        delayed(run_stack)(runs, str(data_root), device, threads,
-                           [f"[{index[r.config.run_id]}/{len(todo)} {r.config.model} {r.config.dataset} seed={r.config.seed}]"
-                            for r in runs], commit, stack, cuda_graphs)
+    graphs = options.stack and (device in ("cuda", "auto") if options.cuda_graphs is None else options.cuda_graphs)
+    resumed_ids = {tuple(r.config.run_id for r in runs) for runs in resumed}
+    # Absolute paths: a cluster's workers need not share this process's working directory.
+    tasks = [
+        StackTask(tuple(dataclasses.replace(r, path=r.path.resolve()) for r in runs),
+                  tuple(f"[{index[r.config.run_id]}/{len(todo)} {r.config.model} {r.config.dataset} seed={r.config.seed}]"
+                        for r in runs),
+                  str(Path(out).resolve()), str(Path(data_root).resolve()), device, threads, options.stack, graphs,
+                  not options.fresh, options.keep, commit, resuming=tuple(r.config.run_id for r in runs) in resumed_ids)
         for runs in stacks
-    )
+    ]
+    start = time.perf_counter()
     finished = 0
-    for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+    for results in _parallel(tasks, jobs, options, client):
         for run_id, status, message in results:
+            if run_id not in cost:  # a finished member riding along in its resumed stack
+                continue
             finished += 1
-            done_cost += cost[run_id]
+            done_cost += cost.get(run_id, 0.0)
             if status == "failed":
                 summary.failed.append(f"{run_id}: {message}")
                 log(f"run {run_id} failed: {message}")
+            elif status == "busy":
+                summary.busy.append(run_id)
+                log(f"run {run_id} is being trained by {message}; left to it")
+            elif status == "skipped":
+                summary.skipped.append(run_id)
             else:
                 (summary.diverged if status == "diverged" else summary.done).append(run_id)
         elapsed = time.perf_counter() - start
-        eta = elapsed / done_cost * (total_cost - done_cost)
+        eta = elapsed / done_cost * (total_cost - done_cost) if done_cost else math.nan
         log(f"{finished}/{len(todo)} runs trained, {_clock(elapsed)} elapsed, ETA {_clock(eta)}")
     return summary
+
+
+def _parallel(tasks: list[StackTask], jobs: int, options: RunOptions, client):
+    """Each task's results as it finishes: joblib's processes here, or the Dask cluster's workers."""
+    from joblib import Parallel, delayed
+
+    if client is None:
+        return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_stack)(t) for t in tasks)
+    from .cluster import on_dask
+
+    return on_dask(client, run_stack, tasks, options.resources)
 
 
 def relative_cost(config) -> float:

@@ -213,6 +213,28 @@ class StackedTrainer:
                 for name, p in t.disc.named_parameters():
                     p.copy_(self.disc_params[name][k])
 
+    def state_dict(self) -> dict:
+        """Everything the stack needs to continue bit for bit: stacked weights, optimisers, each run's streams."""
+        state = {"progress": [t.progress_state() for t in self.runs],
+                 "vae": {name: p.detach() for name, p in self.vae_params.items()}, "opt": self.opt.state_dict()}
+        if self.has_disc:
+            state.update(disc={name: p.detach() for name, p in self.disc_params.items()}, d_opt=self.d_opt.state_dict())
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` in place (the weights keep their storage, which a graph would read)."""
+        for t, progress in zip(self.runs, state["progress"], strict=True):
+            t.load_progress_state(progress)
+        for name, p in self.vae_params.items():
+            p.copy_(state["vae"][name])
+        self.opt.load_state_dict(state["opt"])
+        if self.has_disc:
+            for name, p in self.disc_params.items():
+                p.copy_(state["disc"][name])
+            self.d_opt.load_state_dict(state["d_opt"])
+        self._publish_weights()
+
     def run_epoch(self) -> list[EpochResult]:
         """One epoch of every run; one EpochResult per run, in the order of the configs."""
         start = time.perf_counter()

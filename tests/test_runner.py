@@ -5,7 +5,7 @@ from support import DATA_ROOT, needs_mnist
 from bench.config import resolve
 from bench.plan import PlannedRun, make_plan
 from bench.records import read_meta, read_run, run_path, write_run
-from bench.runner import execute, is_finished, make_stacks, relative_cost
+from bench.runner import RunOptions, execute, is_finished, make_stacks, relative_cost
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -18,7 +18,7 @@ def test_a_killed_run_is_trained_again(tmp_path):
     # What a kill after the first epoch leaves: a record whose status is still "running".
     write_run(run.path, [], {"run_id": run.config.run_id, "status": "running", "config": run.config.to_dict()})
     assert not is_finished(run.path)
-    summary = execute([run], tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    summary = execute([run], tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert summary.done == [run.config.run_id] and summary.skipped == []
     rows, meta = read_run(run.path)
     assert meta["status"] == "finished" and len(rows) == 2
@@ -37,7 +37,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
         real_init(self, config, *args, **kwargs)
 
     monkeypatch.setattr(bench.engine.Trainer, "__init__", init)
-    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu", stack=False)
+    summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu", stack=False))
     assert summary.done == [runs[0].config.run_id]
     assert summary.failed == [f"{runs[1].config.run_id}: RuntimeError: planted failure"]
     meta = read_meta(runs[1].path)
@@ -58,7 +58,7 @@ def test_a_failing_stack_is_recorded_and_the_other_stacks_go_on(tmp_path, monkey
         real_init(self, configs, *args, **kwargs)
 
     monkeypatch.setattr(bench.stacked.StackedTrainer, "__init__", init)
-    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert sorted(summary.done) == sorted(r.config.run_id for r in runs[:2])
     assert sorted(summary.failed) == sorted(f"{r.config.run_id}: RuntimeError: planted failure" for r in runs[2:])
 
@@ -69,10 +69,10 @@ def test_a_run_that_diverges_in_a_stack_stops_alone(tmp_path):
     doomed = resolve("vae", "mnist", 1, "smoke", {"epochs": 2, "w_kl": 1e39})  # float32 overflow: inf loss
     runs = [PlannedRun(c, "smoke", run_path(tmp_path, "mnist", "vae", c.seed, c.run_id)) for c in (healthy, doomed)]
     assert len(make_stacks(runs, jobs=1, device="cpu")) == 1
-    summary = execute(runs, tmp_path, DATA_ROOT, jobs=1, device="cpu")
+    summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert summary.done == [healthy.run_id] and summary.diverged == [doomed.run_id]
     rows, meta = read_run(runs[1].path)
-    assert meta["status"] == "diverged" and rows["epoch"].max() == 1
+    assert meta["status"] == "diverged" and meta["diverged_epoch"] == 1 and rows["epoch"].max() == 1
     rows, meta = read_run(runs[0].path)
     assert meta["status"] == "finished" and meta["stack_size"] == 2 and rows["epoch"].max() == 2
 
