@@ -39,12 +39,14 @@ def cli():
 @click.option("--threads", type=int, default=None, help="torch threads per job  [default: the cores shared out, 1 on a GPU]")
 @click.option("--fresh", is_flag=True, help="ignore checkpoints: train unfinished runs from the start")
 @click.option("--keep", is_flag=True, help="keep the checkpoints of finished runs")
+@click.option("--checkpoint-every", default=1, show_default=True, type=int,
+              help="epochs between checkpoints (a kill loses at most that many)")
 @click.option("--backend", default="local", show_default=True, help="local (processes here) or dask (a cluster)")
 @click.option("--scheduler", default=None, help="--backend dask: the scheduler's address, e.g. tcp://host:8786")
 @click.option("--resources", default=None, help="--backend dask: what each task needs of a worker, e.g. GPU=1")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
 def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
-        fresh, keep, backend, scheduler, resources, dry_run):
+        fresh, keep, checkpoint_every, backend, scheduler, resources, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
     from .plan import make_plan, parse_names, parse_seeds
@@ -54,6 +56,8 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
         raise BenchError(f"--jobs {jobs}: need at least 1")
     if threads is not None and threads < 1:
         raise BenchError(f"--threads {threads}: need at least 1")
+    if checkpoint_every < 1:
+        raise BenchError(f"--checkpoint-every {checkpoint_every}: need at least 1")
     if device not in ("auto", "cpu", "cuda"):
         raise BenchError(f"--device {device}: choose auto, cpu or cuda")
     if backend not in ("local", "dask"):
@@ -82,7 +86,8 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
         click.echo(f"{len(plan)} runs planned")
         return
     options = RunOptions(jobs=jobs, device=device, stack=stack, cuda_graphs=cuda_graphs, threads=threads, fresh=fresh,
-                         keep=keep, backend=backend, scheduler=scheduler, resources=resources)
+                         keep=keep, checkpoint_every=checkpoint_every, backend=backend, scheduler=scheduler,
+                         resources=resources)
     summary = execute(plan, out, data.resolve_root(data_root), options)
     busy = f", left to another bench run {len(summary.busy)}" if summary.busy else ""
     click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "

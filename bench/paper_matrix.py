@@ -4,16 +4,22 @@
 (the five objectives x 5 seeds x 50 epochs of full MNIST), then ``bench report`` on those
 records, and appends a dated section with the machine, torch version, wall time and the
 commands to BENCHMARKS.md. It is meant for a GPU with limited time: every stack checkpoints at
-each epoch end, so calling it again after a cut-off (on the same machine, with the same
-``--out``) skips what is finished and continues the rest from its last epoch, and the report is
-only written once every run has finished. On one H200, with CUDA graphs, the matrix should take
+each epoch end (or every ``--checkpoint-every`` epochs), so calling it again after a cut-off (on
+the same machine, with the same ``--out``) skips what is finished and continues the rest from
+its last checkpoint, and the report is only written once every run has finished. On one H200, with CUDA graphs, the matrix should take
 about 6.5 minutes (BENCHMARKS.md, projected from 2 epochs).
 
 On a lent GPU machine, from the repository root, with the MNIST files copied into the
-git-ignored ``local-data/mnist/`` and everything written under ``$OUT`` so that it comes back::
+git-ignored ``local-data/mnist/``; a device call brings back at most 8 files of 16 MB from
+``$OUT``, two folders deep, so the records come back as one archive (without weights,
+checkpoints and locks) and seed 0's discriminator-model weights as another::
 
     pip install --no-deps -e . && BENCH_DATA=local-data python -m bench.paper_matrix --device cuda \
-        --out $OUT/mnist-paper --report $OUT/report/table1.md --benchmarks $OUT/BENCHMARKS-section.md
+        --checkpoint-every 10 --out /tmp/m/mnist-paper --report /tmp/m/report/table1.md \
+        --benchmarks /tmp/m/BENCHMARKS-section.md
+    tar czf $OUT/records.tgz --exclude=_weights --exclude=_checkpoints --exclude=_locks -C /tmp/m .
+    tar czf $OUT/weights-seed0.tgz -C /tmp/m mnist-paper/mnist/factorvae/seed-0/_weights \
+        mnist-paper/mnist/cfactorvae/seed-0/_weights
 
 then, here: the records go to ``results/records/mnist-paper/``, the 5-epoch report moves
 beside the new one, ``bench report --runs results/records/mnist-paper --out results/table1.md``,
@@ -56,13 +62,15 @@ def _bench(args: list[str]) -> tuple[int, float]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--jobs", default=2, show_default=True, type=int, help="stacks trained at once")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="passed to bench run  [default: on with a GPU]")
+@click.option("--checkpoint-every", default=1, show_default=True, type=int,
+              help="passed to bench run: epochs between checkpoints (on a GPU a 10-run stack's checkpoint is 680 MB)")
 @click.option("--out", default="results/records/mnist-paper", show_default=True, type=click.Path(path_type=Path))
 @click.option("--report", default="results/table1.md", show_default=True, type=click.Path(path_type=Path))
 @click.option("--benchmarks", default="BENCHMARKS.md", show_default=True, type=click.Path(path_type=Path))
-def main(profile, seeds, device, jobs, cuda_graphs, out, report, benchmarks):
+def main(profile, seeds, device, jobs, cuda_graphs, checkpoint_every, out, report, benchmarks):
     """Train the paper's matrix, report it once complete, and log the timing to BENCHMARKS.md."""
     run_args = ["run", "--models", "all", "--seeds", seeds, "--profile", profile, "--device", device,
-                "--jobs", str(jobs), "--out", str(out)]
+                "--jobs", str(jobs), "--checkpoint-every", str(checkpoint_every), "--out", str(out)]
     if cuda_graphs is not None:
         run_args.append("--cuda-graphs" if cuda_graphs else "--no-cuda-graphs")
     code, seconds = _bench(run_args)

@@ -112,6 +112,7 @@ class RunOptions:
     threads: int | None = None  # torch threads per task; None: the cores shared out over the jobs (1 on a GPU)
     fresh: bool = False  # ignore checkpoints and train from the start
     keep: bool = False  # keep the checkpoints of finished stacks
+    checkpoint_every: int = 1  # epochs between checkpoints; a kill loses at most this many
     backend: str = "local"  # "local" (joblib's processes) or "dask"
     scheduler: str | None = None  # the Dask scheduler's address, with backend="dask"
     resources: str | None = None  # a Dask resource each task needs, e.g. "GPU=1"
@@ -132,6 +133,7 @@ class StackTask:
     resume: bool
     keep: bool
     commit: str | None
+    checkpoint_every: int = 1
     resuming: bool = False  # the stack has a checkpoint: its runs stay together, finished ones too
 
 
@@ -170,8 +172,9 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
     """Train a task's runs in this process, as one stack or (one run) alone, resuming from its checkpoint.
 
     Takes every run's lock first; runs that another process holds, or that finished meanwhile,
-    are left out (status "busy" or "skipped"). At every epoch end the stack's checkpoint is
-    published, then the records, so a kill at any moment loses at most the epoch under way.
+    are left out (status "busy" or "skipped"). At every epoch end (every ``checkpoint_every``-th)
+    the stack's checkpoint is published, then the records, so a kill at any moment loses at most
+    the epochs since the last checkpoint.
     Returns ``(run_id, status, message)`` per run; never raises for a failed stack, so the others
     go on, but a records folder that cannot be written (a full disk) stops the whole plan.
     A run that diverges is recorded as such and left out of the rest; its stack goes on.
@@ -220,10 +223,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
         task = dataclasses.replace(task, device=resolve_device("auto"))
         task = dataclasses.replace(task, cuda_graphs=task.cuda_graphs and task.device == "cuda")
     torch.set_num_threads(task.threads)
-    if task.device == "cuda":
-        # GPU kernels (scatter-adds, cuBLAS) need this to repeat their bits; the CPU ones used here are
-        # deterministic already, and the switch costs a second of start-up (it imports the compiler stack).
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     run_ids = [run.config.run_id for run in runs]
     name = stack_id(run_ids, task.stacked)
     folder = checkpoint_dir(Path(task.out))
@@ -282,9 +282,10 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
                     live.remove(k)
                 elif result.epoch == first.epochs:
                     meta["status"] = "finished"
-            with _writing(task.out):
-                save_checkpoint(checkpoint, {"run_ids": run_ids, "epoch": epoch, "trainer": trainer.state_dict(),
-                                             "rows": rows, "metas": metas, "live": live})
+            if epoch % task.checkpoint_every == 0 or not live or epoch == first.epochs:
+                with _writing(task.out):
+                        save_checkpoint(checkpoint, {"run_ids": run_ids, "epoch": epoch, "trainer": trainer.state_dict(),
+                                                 "rows": rows, "metas": metas, "live": live})
             for k in changed:
                 publish(k)
                 train_row, test_row = results[k].rows
@@ -453,7 +454,8 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
                   tuple(f"[{index[r.config.run_id]}/{len(todo)} {r.config.model} {r.config.dataset} seed={r.config.seed}]"
                         for r in runs),
                   str(Path(out).resolve()), str(Path(data_root).resolve()), device, threads, options.stack, graphs,
-                  not options.fresh, options.keep, commit, resuming=tuple(r.config.run_id for r in runs) in resumed_ids)
+                  not options.fresh, options.keep, commit, options.checkpoint_every,
+                  resuming=tuple(r.config.run_id for r in runs) in resumed_ids)
         for runs in stacks
     ]
     start = time.perf_counter()

@@ -23,7 +23,7 @@ def test_the_paper_matrix_script_trains_reports_and_logs(tmp_path):
     assert len(runs) == 10 and set(runs["status"]) == {"finished"}
     assert "CFactorVAE" in (tmp_path / "report" / "table1.md").read_text(encoding="utf-8")
     section = log.read_text().split("\n## The paper matrix (")[1]
-    assert "bench run --models all --seeds 2 --profile smoke --device cpu --jobs 2 --out" in section
+    assert "bench run --models all --seeds 2 --profile smoke --device cpu --jobs 2 --checkpoint-every 1 --out" in section
     assert "10 runs are recorded" in section and "0 of them unfinished" in section
     # Called again, everything is done: nothing is retrained and a second section is logged.
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

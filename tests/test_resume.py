@@ -83,6 +83,21 @@ def test_killed_twice_and_kept(tmp_path, whole_runs):
     assert len(list(checkpoint_dir(out).glob("*.pt"))) == 2  # one per stack, kept
 
 
+def test_sparser_checkpoints_lose_more_epochs_but_not_the_bits(tmp_path, whole_runs):
+    out = tmp_path / "runs"
+    # Checkpoints after epochs 3 and 4 only; killed in epoch 3 of the first stack, it restarts that stack from scratch.
+    killed = bench(*PLAN, "--checkpoint-every", "3", "--out", str(out), killer=["step", "10"])
+    assert killed.returncode == -signal.SIGKILL
+    assert not any(checkpoint_dir(out).glob("*.pt"))
+    assert bench(*PLAN, "--checkpoint-every", "3", "--out", str(out), killer=["step", "14"]).returncode == -signal.SIGKILL
+    resumed = bench(*PLAN, "--checkpoint-every", "3", "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 3" in resumed.stderr
+    rows, status = records(out)
+    expected_rows, expected_status = whole_runs()
+    assert rows.equals(expected_rows) and status == expected_status
+
+
 def test_fresh_ignores_the_checkpoints(tmp_path, whole_runs):
     out = tmp_path / "runs"
     assert bench(*PLAN, "--out", str(out), killer=["step", "7"]).returncode == -signal.SIGKILL
