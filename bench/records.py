@@ -142,11 +142,13 @@ def verify_checkpoint(path: Path) -> None:
         raise BenchError(f"checkpoint {path} is damaged ({bad}); delete it, or pass --fresh to train its runs from the start")
 
 
-def load_checkpoint(path: Path, device: str) -> dict:
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's content, on the CPU: the trainers copy it to their devices, and a generator's
+    state must stay a CPU tensor whatever the generator's device."""
     import torch
 
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BenchError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it, or pass --fresh") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

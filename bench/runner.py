@@ -219,9 +219,9 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
     from .engine import Trainer
     from .stacked import StackedTrainer
 
-    if task.device == "auto":  # a cluster's workers decide for themselves
-        task = dataclasses.replace(task, device=resolve_device("auto"))
-        task = dataclasses.replace(task, cuda_graphs=task.cuda_graphs and task.device == "cuda")
+    # Resolved already for local jobs; a cluster's worker resolves "auto", or checks "cuda", on its own hardware.
+    device = resolve_device(task.device)
+    task = dataclasses.replace(task, device=device, cuda_graphs=task.cuda_graphs and device == "cuda")
     torch.set_num_threads(task.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     run_ids = [run.config.run_id for run in runs]
@@ -255,7 +255,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
 
         epoch = 0
         if task.resume and checkpoint.exists():
-            state = load_checkpoint(checkpoint, task.device)
+            state = load_checkpoint(checkpoint)
             trainer.load_state_dict(state["trainer"])
             epoch, rows, live = state["epoch"], state["rows"], state["live"]
             for k, saved in enumerate(state["metas"]):
@@ -407,7 +407,8 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
     for name in sorted({run.config.dataset for run in todo}):
         datasets.verify(name, data_root)
     local = options.backend == "local"
-    device = resolve_device(options.device) if local or options.device != "auto" else options.device
+    # On a cluster the workers' devices count, not this process's: each worker resolves its own.
+    device = resolve_device(options.device) if local else options.device
     if options.cuda_graphs and (device != "cuda" or not options.stack):
         raise BenchError("--cuda-graphs needs --device cuda and stacking")
     client = None

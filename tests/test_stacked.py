@@ -120,3 +120,21 @@ def test_a_graphed_stack_gives_its_solo_numbers(models):
     for config in configs:
         alone = [row for result, _ in train(config, train_images, test_images, "cuda") for row in result.rows]
         assert_close(together[config.run_id], alone, 1e-4)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_a_stack_restored_from_its_state_continues_with_the_same_bits(device, tmp_path):
+    from bench.records import load_checkpoint, save_checkpoint
+
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small("factorvae", 0, epochs=3), small("cfactorvae", 1, epochs=3)]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    whole = StackedTrainer(configs, train_images, test_images, device)
+    first = StackedTrainer(configs, train_images, test_images, device)
+    for _ in range(2):
+        whole.run_epoch(), first.run_epoch()
+    save_checkpoint(tmp_path / "c.pt", {"trainer": first.state_dict()})
+    restored = StackedTrainer(configs, train_images, test_images, device)
+    restored.load_state_dict(load_checkpoint(tmp_path / "c.pt")["trainer"])
+    expected, got = whole.run_epoch(), restored.run_epoch()
+    assert [drop(r.rows) for r in got] == [drop(r.rows) for r in expected]
