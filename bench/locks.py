@@ -3,7 +3,9 @@
 The operating system drops a record lock when its process dies, however it dies, so a lock is
 never held by a dead process; the file left behind only says who held it last, and the next
 runner that takes the lock says that it took it over. POSIX locks also work across machines on
-NFS, where the workers of a cluster share a records folder.
+NFS, where the workers of a cluster share a records folder. A POSIX lock does not exclude
+its own process, so the locks this process holds are also kept in a set: two tasks in one
+process (a Dask worker's threads, say) cannot both take a run.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 from .errors import BenchError
+
+_HELD: set[str] = set()  # the lock files this process holds
+_HELD_GUARD = threading.Lock()
 
 
 def lock_path(out: Path, run_id: str) -> Path:
@@ -61,16 +67,38 @@ class RunLock:
 
     def __init__(self, out: Path, run_id: str):
         self.path = lock_path(out, run_id)
+        self.key = str(self.path.parent.resolve() / self.path.name)
         self.fd: int | None = None
         self.taken_over: dict | None = None  # the dead holder whose lock this process took over
+        self.holder = "another process"  # who holds it, when acquire() says no
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _HELD_GUARD:
+            if self.key in _HELD:
+                # Never open the file here: closing any descriptor of it would drop this process's lock.
+                self.holder = f"another task of this process (pid {os.getpid()})"
+                return False
+            _HELD.add(self.key)
+        taken = False
+        try:
+            taken = self._lock_file()
+            return taken
+        finally:
+            if not taken:
+                with _HELD_GUARD:
+                    _HELD.discard(self.key)
+
+    def _lock_file(self) -> bool:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
+                try:
+                    self.holder = describe(read_holder(self.path, fd))
+                except BenchError:
+                    pass  # a file that is not ours: the runner checked every lock file before training
                 os.close(fd)
                 return False
             # A holder that released the lock unlinks the file; if that happened between our open and
@@ -99,3 +127,5 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # before unlocking, so nobody locks the old file afterwards
         os.close(self.fd)  # closing drops the record lock
         self.fd = None
+        with _HELD_GUARD:
+            _HELD.discard(self.key)

@@ -188,7 +188,7 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
         for run in task.runs:
             lock = RunLock(Path(task.out), run.config.run_id)
             if not lock.acquire():
-                results.append((run.config.run_id, "busy", describe(_holder(lock.path))))
+                results.append((run.config.run_id, "busy", lock.holder))
             elif is_finished(run.path) and (all_done or not task.resuming):
                 lock.release()
                 results.append((run.config.run_id, "skipped", "finished by another process"))
@@ -204,13 +204,6 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
     finally:
         for lock in locks:
             lock.release()
-
-
-def _holder(path: Path) -> dict | None:
-    try:
-        return read_holder(path)
-    except BenchError:
-        return None
 
 
 def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[tuple[str, str, str]]:

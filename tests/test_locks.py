@@ -116,3 +116,18 @@ def test_a_stale_lock_is_taken_over_and_said(tmp_path):
     assert process.returncode == 0, err
     assert f"took over the lock left by pid {dead.pid} on elsewhere" in err
     assert not path.exists()
+
+
+def test_one_process_cannot_take_a_run_twice(tmp_path):
+    # A POSIX lock does not exclude its own process (two tasks in one Dask worker, say), so the
+    # process keeps its own account; and the refused attempt must not drop the lock it holds.
+    first, second = RunLock(tmp_path, "r4"), RunLock(tmp_path, "r4")
+    assert first.acquire()
+    assert not second.acquire() and "this process" in second.holder
+    child = subprocess.run([sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom bench.locks import RunLock\n"
+                            "print(RunLock(Path(sys.argv[1]), 'r4').acquire())", str(tmp_path)],
+                           capture_output=True, text=True, cwd=REPO)
+    assert child.stdout.strip() == "False"  # still held against other processes
+    first.release()
+    assert second.acquire()
+    second.release()
