@@ -54,6 +54,22 @@ def adam(params, lr: float, betas: tuple[float, float], device: torch.device) ->
     return torch.optim.Adam(params, lr=lr, betas=betas, capturable=device.type == "cuda")
 
 
+def exact_float32() -> None:
+    """Make float32 mean IEEE float32 on a GPU, as it does on a CPU.
+
+    By default cuDNN runs float32 convolutions on TF32 tensor cores, which keep 10 mantissa bits
+    instead of 23: a stacked run (grouped convolutions) and the same run alone (plain ones) then
+    part by about 1e-4 relative within a dozen updates, and results would depend on whether the
+    GPU has TF32 at all. Global, like the determinism switch; it does nothing on a CPU.
+    """
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:  # torch before 2.9
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 @dataclass
 class EpochResult:
     epoch: int
@@ -67,6 +83,8 @@ class Trainer:
     def __init__(self, config: RunConfig, train_images: torch.Tensor, test_images: torch.Tensor, device="cpu"):
         self.config = config
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            exact_float32()
         self.objective = Objective(config.w_kl, config.w_cap, config.gamma)
         self.dtype = getattr(torch, config.dtype)
         self.train_images = train_images.to(self.device)

@@ -6,8 +6,9 @@ records, and appends a dated section with the machine, torch version, wall time 
 commands to BENCHMARKS.md. It is meant for a GPU with limited time: every stack checkpoints at
 each epoch end (or every ``--checkpoint-every`` epochs), so calling it again after a cut-off (on
 the same machine, with the same ``--out``) skips what is finished and continues the rest from
-its last checkpoint, and the report is only written once every run has finished. On one H200, with CUDA graphs, the matrix should take
-about 6.5 minutes (BENCHMARKS.md, projected from 2 epochs).
+its last checkpoint, and the report is only written once every run has finished. On one H200, with CUDA graphs, the matrix takes
+about 9.5 minutes with start-up (BENCHMARKS.md, measured to epoch 38 of 50), so on a lent GPU give
+it a whole 10-minute call, or be ready to call it again at once: a resume needs the same machine.
 
 On a lent GPU machine, from the repository root, with the MNIST files copied into the
 git-ignored ``local-data/mnist/``; a device call brings back at most 8 files of 16 MB from

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.config import resolve
-from bench.engine import Trainer, stream_seed, train
+from bench.engine import Trainer, exact_float32, stream_seed, train
 from models.objectives import (
     PRESETS,
     bernoulli_nll,
@@ -256,3 +256,15 @@ def test_float32_and_float64_runs_agree_to_float32_precision_after_one_update():
     a = single.vae(x, eps)[0]
     b = double.vae(x.double(), eps.double())[0]
     assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-4) and b.dtype == torch.float64
+
+
+def test_float32_on_a_gpu_is_ieee_float32_not_tf32():
+    # cuDNN's default for float32 convolutions is TF32; a GPU trainer switches it off for the process.
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    conv.fp32_precision = "tf32"
+    try:
+        exact_float32()
+        assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
