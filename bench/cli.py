@@ -210,6 +210,28 @@ def check(golden, data_root, runs, reference, alpha, models, update):
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--runs", required=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--model", "models", multiple=True, help="only these models: repeat, or a comma list")
+@click.option("--seed", type=int, default=None, help="only this seed")
+@click.option("--dataset", default=None, help="only this dataset")
+@click.option("--image-index", default=0, show_default=True, type=int, help="the test image traversed")
+@click.option("--steps", default=11, show_default=True, type=int, help="values per latent, evenly spaced from -3 to 3")
+@click.option("--out", default="results/figures", show_default=True, type=click.Path(path_type=Path), help="PNG folder")
+@click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
+def traverse(runs, models, seed, dataset, image_index, steps, out, data_root):
+    """Latent traversals, reconstructions and prior samples of finished runs, as PNG files."""
+    from . import data
+    from .plan import parse_names
+    from .traverse import render
+
+    names = [name for text in models for name in parse_names(text, PRESETS, "model")] or None
+    datasets = parse_names(dataset, data.DATASETS, "dataset") if dataset is not None else None
+    seeds = None if seed is None else [seed]
+    render(runs, out, data.resolve_root(data_root), names, seeds, datasets, image_index, steps,
+           log=lambda path: click.echo(f"wrote {path}"))
+
+
 def main(argv=None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -69,6 +69,19 @@ PROFILES: dict[str, dict] = {
     "smoke": {"epochs": 2, "train_subset": 256, "test_subset": 128},
 }
 
+# Sample counts of the disentanglement metrics per profile, as overrides of bench.metrics.MetricCounts,
+# whose defaults (disentanglement_lib's) the paper profile keeps. Those encode about a million images
+# per run (15,000 FactorVAE votes of 64); the smaller profiles cut the counts with the training.
+METRIC_COUNTS: dict[str, dict] = {
+    "paper": {},
+    "quick": {"n_train": 5_000, "n_test": 2_000, "factorvae_n_train": 500, "factorvae_n_eval": 250,
+              "factorvae_n_variance": 5_000},
+    "smoke": {"n_train": 500, "n_test": 200, "factorvae_batch_size": 32, "factorvae_n_train": 100,
+              "factorvae_n_eval": 50, "factorvae_n_variance": 500},
+}
+# The seed of the metrics' own generator: every run is scored on the same samples and votes.
+METRIC_SEED = 0
+
 # Keys that --set may change: the numeric fields; model, dataset and seed come from their own options.
 SETTABLE = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "dataset", "seed"))
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}

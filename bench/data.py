@@ -97,6 +97,8 @@ class DatasetSpec:
         ``checker(root) -> None``; raises DataError when the files are unusable.
     files : str
         One line describing the files expected under the data root.
+    ground_truth : callable or None
+        ``ground_truth(root) -> GroundTruth`` for a data set generated from known factors.
     """
 
     name: str
@@ -105,6 +107,26 @@ class DatasetSpec:
     loader: Callable[[Path, Subset], Dataset]
     checker: Callable[[Path], None]
     files: str
+    ground_truth: Callable[[Path], GroundTruth] | None = None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The generative process of a data set with known factors, which the disentanglement metrics query.
+
+    Attributes
+    ----------
+    factor_sizes : tuple of int
+        Number of values of each factor; every combination is one image.
+    factor_names : tuple of str
+        Name of each factor, in column order.
+    images : callable
+        ``images(factors) -> uint8 N x C x H x W tensor`` for an int ``N x K`` array of factor indices.
+    """
+
+    factor_sizes: tuple[int, ...]
+    factor_names: tuple[str, ...]
+    images: Callable[[np.ndarray], torch.Tensor]
 
 
 def resolve_root(data_root: str | os.PathLike | None) -> Path:
@@ -736,6 +758,29 @@ def _load_dsprites(root: Path, subset: Subset) -> Dataset:
     )
 
 
+def _dsprites_ground_truth(root: Path) -> GroundTruth:
+    """Every factor combination of dSprites: looked up in the real file when present, else drawn."""
+    path = root / "dsprites" / DSPRITES_FILE
+    images = render_dsprites
+    if path.exists():
+        _check_dsprites(root)
+        with np.load(path) as npz:
+            grid = npz["imgs"]
+            classes = np.asarray(npz["latents_classes"], dtype=np.int64)[:, 1:]
+        # The file lists the grid in order, but looking images up by their latents does not rely on it.
+        row_of = np.full(int(np.prod(DSPRITES_FACTOR_SIZES)), -1, dtype=np.int64)
+        row_of[np.ravel_multi_index(classes.T, DSPRITES_FACTOR_SIZES)] = np.arange(len(classes))
+
+        def images(factors: np.ndarray) -> torch.Tensor:
+            rows = row_of[np.ravel_multi_index(np.asarray(factors, dtype=np.int64).T, DSPRITES_FACTOR_SIZES)]
+            if (rows < 0).any():
+                raise DataError(f"{path} lacks the image of factors {np.asarray(factors)[rows < 0][0].tolist()}; "
+                                "download it again")
+            return torch.from_numpy((grid[rows] > 0).astype(np.uint8) * 255).unsqueeze(1)
+
+    return GroundTruth(DSPRITES_FACTOR_SIZES, DSPRITES_FACTOR_NAMES, images)
+
+
 # ---------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------
@@ -760,6 +805,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "dsprites": DatasetSpec(
         "dsprites", _DSPRITES_SIZE, 1, _load_dsprites, _check_dsprites,
         f"generated (or dsprites/{DSPRITES_FILE}); first 100000 train / 10000 test of a fixed shuffle by default",
+        _dsprites_ground_truth,
     ),
 }
 
@@ -791,6 +837,12 @@ def verify(name: str, root: Path) -> None:
         Naming what is missing or corrupt and where to put the files.
     """
     _spec(name).checker(Path(root))
+
+
+def ground_truth(name: str, root: Path) -> GroundTruth | None:
+    """The generative process of a data set with known factors (dsprites); None for the others."""
+    spec = _spec(name)
+    return spec.ground_truth(Path(root)) if spec.ground_truth is not None else None
 
 
 def load(name: str, root: Path, subset: Subset = (None, None)) -> Dataset:

@@ -22,14 +22,17 @@ from models.objectives import (
     capacity,
     discriminator_loss,
     gaussian_kl,
+    gaussian_kl_per_dim,
     permute_dims,
     total_correlation,
 )
 
 from .config import RunConfig
+from .records import ACTIVE_KL
 
 EVAL_BATCH = 1000
-# Order of the terms accumulated on the device during an epoch (one host sync per epoch).
+# Order of the terms accumulated on the device during an epoch (one host sync per epoch); each
+# update's term vector is these, followed by the z_dim per-dimension KLs.
 TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 
 
@@ -68,6 +71,11 @@ def exact_float32() -> None:
     else:  # torch before 2.9
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def split_terms(values: list[float]) -> dict:
+    """An epoch's mean term vector as a row's terms: TERMS by name, then the per-dimension KLs as ``kl_dims``."""
+    return {**dict(zip(TERMS, values[: len(TERMS)])), "kl_dims": values[len(TERMS) :]}
 
 
 @dataclass
@@ -149,7 +157,7 @@ class Trainer:
         return images[index].to(self.dtype).div_(255.0)
 
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
-        """One VAE update (and one discriminator update); returns the detached terms as a vector."""
+        """One VAE update (and one discriminator update); returns the detached terms and per-dimension KLs."""
         terms = self.gradients(x, x_other)
         self.opt.step()
         if self.disc is not None:
@@ -190,7 +198,9 @@ class Trainer:
         if d_loss is not None:
             self.d_opt.zero_grad(set_to_none=True)
             d_loss.backward(inputs=self.disc_params)
-        return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), torch.full_like(nan, c), gap.detach(), acc.detach()])
+        terms = torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), torch.full_like(nan, c),
+                             gap.detach(), acc.detach()])
+        return torch.cat([terms, gaussian_kl_per_dim(mu.detach(), logvar.detach()).mean(0)])
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -198,7 +208,7 @@ class Trainer:
         cfg, obj = self.config, self.objective
         self.vae.eval()
         g = _generator(cfg.seed, "eval", self.device)
-        recon_sum = kl_sum = 0.0
+        recon_sum = kl_sum = kl_dims_sum = 0.0
         zs = []
         for start in range(0, len(self.test_images), EVAL_BATCH):
             x = self.test_images[start : start + EVAL_BATCH].to(self.dtype).div_(255.0)
@@ -206,6 +216,7 @@ class Trainer:
             logits, mu, logvar, z = self.vae(x, eps)
             recon_sum = recon_sum + bernoulli_nll(logits, x).sum()
             kl_sum = kl_sum + gaussian_kl(mu, logvar).sum()
+            kl_dims_sum = kl_dims_sum + gaussian_kl_per_dim(mu, logvar).sum(0)
             zs.append(z)
         self.vae.train()
         n = len(self.test_images)
@@ -219,7 +230,8 @@ class Trainer:
             tc = float(total_correlation(logits_joint))
             acc = float(discriminator_loss(logits_joint, self.disc(permute_dims(z, g)))[1])
         loss = obj.combine(recon, kl, gap, tc)
-        return {"loss": loss, "recon": recon, "kl": kl, "tc": tc, "capacity": c, "capacity_gap": gap, "disc_acc": acc}
+        return {"loss": loss, "recon": recon, "kl": kl, "tc": tc, "capacity": c, "capacity_gap": gap, "disc_acc": acc,
+                "kl_dims": (kl_dims_sum / n).tolist()}
 
     def run_epoch(self) -> EpochResult:
         cfg = self.config
@@ -229,12 +241,12 @@ class Trainer:
         # a per-step host-to-device copy would synchronise the GPU at every update.
         order = torch.randperm(n, generator=self.g_data).to(self.device)
         other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if self.disc is not None else None
-        totals = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
+        totals = torch.zeros(len(TERMS) + cfg.z_dim, device=self.device, dtype=torch.float64)
         for b in range(self.steps_per_epoch):
             x = self.batch_of(self.train_images, order[b * bs : (b + 1) * bs])
             x_other = self.batch_of(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
             totals += self.train_step(x, x_other)
-        train = dict(zip(TERMS, (totals / self.steps_per_epoch).tolist()))
+        train = split_terms((totals / self.steps_per_epoch).tolist())
         train_seconds = time.perf_counter() - start
         self.epoch += 1
         eval_start = time.perf_counter()
@@ -251,7 +263,7 @@ class Trainer:
         cfg, obj = self.config, self.objective
         row = {"run_id": cfg.run_id, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
                "epoch": self.epoch, "split": split, "step": self.step, **terms,
-               "n_images": n_images, "seconds": seconds}
+               "active_dims": sum(k > ACTIVE_KL for k in terms["kl_dims"]), "n_images": n_images, "seconds": seconds}
         # Terms the objective does not have are NaN, so nobody averages a meaningless zero.
         if not obj.uses_capacity:
             row["capacity"] = row["capacity_gap"] = math.nan

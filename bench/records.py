@@ -1,7 +1,8 @@
 """The parquet contract: one file per run, one row per (epoch, split), metadata in the file.
 
 Layout: ``<root>/<dataset>/<model>/seed-<s>/<run_id>.parquet``, with the run's final weights in
-``seed-<s>/_weights/<run_id>.pt`` (parquet readers skip ``_``-prefixed paths). ``pandas.read_parquet(root)`` and ``pyarrow.dataset.dataset(root)``
+``seed-<s>/_weights/<run_id>.pt`` and, on a dataset with known factors, its disentanglement scores
+in ``seed-<s>/_metrics/<run_id>.parquet`` (:data:`METRICS_SCHEMA`; parquet readers skip ``_``-prefixed paths). ``pandas.read_parquet(root)`` and ``pyarrow.dataset.dataset(root)``
 read the whole tree. The folders are deliberately not hive-style ``key=value``: pandas would
 then infer model, dataset and seed as partition columns whose types clash with the same
 columns inside each file, and each file must stay self-describing on its own. Files are published atomically: written to a
@@ -17,6 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,11 +42,42 @@ SCHEMA = pa.schema(
         ("capacity", pa.float64()),
         ("capacity_gap", pa.float64()),
         ("disc_acc", pa.float64()),
+        ("kl_dims", pa.list_(pa.float64())),
+        ("active_dims", pa.int64()),
         ("n_images", pa.int64()),
         ("seconds", pa.float64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+# One row per (run, metric), written when a run on a dataset with known factors finishes. ``value``
+# is the score; the other columns say how it was measured: the metric generator's seed, the sample
+# counts (bench.metrics.MetricCounts, whose fields they are), what represented an image, and the
+# seconds the four metrics took together.
+METRICS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("seed", pa.int64()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("metric_seed", pa.int64()),
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("mig_bins", pa.int64()),
+        ("factorvae_batch_size", pa.int64()),
+        ("factorvae_n_train", pa.int64()),
+        ("factorvae_n_eval", pa.int64()),
+        ("factorvae_n_variance", pa.int64()),
+        ("representation", pa.string()),
+        ("seconds", pa.float64()),
+    ]
+)
+# Columns added in record format 3: each latent dimension's mean KL in nats, and how many of them
+# exceed ACTIVE_KL. A record of an earlier format reads them as missing values.
+PER_DIM_COLUMNS = ("kl_dims", "active_dims")
+# A latent dimension is active when its mean KL exceeds this many nats (it then carries information).
+ACTIVE_KL = 0.01
 # The final-epoch numbers of Table 1 and of the regression references: (key, split, column).
 FINAL_METRICS = (
     ("train_loss", "train", "loss"),
@@ -54,9 +87,10 @@ FINAL_METRICS = (
 )
 META_KEY = b"bench.run"
 # The version of the metadata layout a record is written in; records without the key are format 1.
-# Format 2 added ``format``, ``cuda_graphs`` and, for a diverged run, ``diverged_epoch``.
-RECORD_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# Format 2 added ``format``, ``cuda_graphs`` and, for a diverged run, ``diverged_epoch``;
+# format 3 the PER_DIM_COLUMNS.
+RECORD_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 CHECKPOINT_FORMAT = 1
 # RunConfig fields added after the first published records, with the value those records implicitly used:
 # a config read from such a record gets them, so old and new runs of one setting compare equal.
@@ -78,6 +112,31 @@ def run_path(root: Path, dataset: str, model: str, seed: int, run_id: str) -> Pa
 def weights_path(record: Path) -> Path:
     """Where the final weights of the run recorded at ``record`` live."""
     return record.parent / "_weights" / f"{record.stem}.pt"
+
+
+def metrics_path(record: Path) -> Path:
+    """Where the disentanglement scores of the run recorded at ``record`` live."""
+    return record.parent / "_metrics" / f"{record.stem}.parquet"
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Publish a run's metric rows (dicts with the METRICS_SCHEMA columns) atomically."""
+    table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+    publish_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_metrics(root: Path) -> pd.DataFrame:
+    """Every metric row under root (empty, with the schema's columns, when there are none)."""
+    frames = []
+    for path in sorted(Path(root).rglob("_metrics/*.parquet")):
+        if path.name.startswith("."):
+            continue
+        try:
+            frames.append(pq.read_table(path, schema=METRICS_SCHEMA).to_pandas())
+        except Exception as exc:
+            raise RecordError(f"{path}: not a readable metrics file ({type(exc).__name__}); delete it and run "
+                              "`bench metrics` again") from None
+    return pd.concat(frames, ignore_index=True) if frames else METRICS_SCHEMA.empty_table().to_pandas()
 
 
 def checkpoint_dir(root: Path) -> Path:
@@ -163,7 +222,7 @@ def read_meta(path: Path) -> dict:
     except Exception as exc:
         raise RecordError(f"{path}: not a readable parquet file ({type(exc).__name__}); delete it or move it out of the runs folder") from None
     raw = (schema.metadata or {}).get(META_KEY)
-    missing = [c for c in COLUMNS if c not in schema.names]
+    missing = [c for c in COLUMNS if c not in schema.names and c not in PER_DIM_COLUMNS]
     if raw is None or missing:
         raise RecordError(f"{path}: not a bench run file (missing {'metadata' if raw is None else ', '.join(missing)}); move it out of the runs folder")
     try:
@@ -180,7 +239,11 @@ def read_run(path: Path) -> tuple[pd.DataFrame, dict]:
     """One run's rows and metadata."""
     meta = read_meta(path)
     try:
-        rows = pq.read_table(path, columns=list(COLUMNS)).to_pandas()
+        table = pq.read_table(path)
+        for name in PER_DIM_COLUMNS:
+            if name not in table.schema.names:
+                table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+        rows = table.select(list(COLUMNS)).to_pandas()
     except Exception as exc:
         raise RecordError(f"{path}: corrupt parquet data ({type(exc).__name__}); delete it and rerun") from None
     return rows, meta
@@ -191,7 +254,9 @@ def run_files(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    # Like pyarrow's readers, skip every path with a part starting with "." or "_" (_metrics/, temporaries).
+    return sorted(p for p in root.rglob("*.parquet")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts))
 
 
 def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -237,6 +302,16 @@ def config_key(config: dict | None) -> str:
     config = dict(config or {})
     config.pop("seed", None)
     return json.dumps(config, sort_keys=True, default=str)
+
+
+def config_rank(members: pd.DataFrame, key: str) -> tuple:
+    """Sort key of one configuration's runs (``runs`` rows of :func:`read_tree`) when several compete.
+
+    Finished runs first, then runs, then epochs; the key itself breaks the remaining ties, so the
+    choice never depends on file order. Table 1 and the pictures choose the same runs by it.
+    """
+    epochs = pd.to_numeric(members["epochs"], errors="coerce").max()
+    return int((members["status"] == "finished").sum()), len(members), np.nan_to_num(epochs), key
 
 
 def final_values(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

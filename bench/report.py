@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import BenchError
-from .records import FINAL_METRICS, final_values, read_tree
+from .records import ACTIVE_KL, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree
 from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
@@ -74,6 +74,14 @@ CLAIM_NAMES = {"test_recon": "test recon error", "test_loss": "test loss"}
 ALPHA = 0.05
 POWER = 0.8
 RUN_KEYS = ["run_id", "dataset", "model", "seed"]
+# The disentanglement metrics of bench.metrics, as stored in the metric records; higher is better for all.
+SCORES = {
+    "factorvae_score": "FactorVAE score",
+    "mig": "MIG",
+    "dci_disentanglement": "DCI disentanglement",
+    "sap": "SAP",
+}
+
 
 
 @dataclass(frozen=True)
@@ -128,14 +136,6 @@ def paper_on_our_scale(model: str) -> dict[str, float]:
     return {key: value * PAPER_TEST_SCALE if key.startswith("test_") else value for key, value in printed.items()}
 
 
-def _config_rank(group: pd.DataFrame, key: str) -> tuple:
-    """Sort key for one configuration of a model: finished seeds, then runs, then epochs."""
-    members = group[group["config_key"] == key]
-    epochs = pd.to_numeric(members["epochs"], errors="coerce").max()
-    # The key itself breaks the remaining ties, so the choice never depends on file order.
-    return (int((members["status"] == "finished").sum()), len(members), np.nan_to_num(epochs), key)
-
-
 def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run with its final-epoch numbers and whether it belongs in Table 1.
 
@@ -158,7 +158,7 @@ def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     finals = final_values(rows, runs)
     finals["in_table"] = False
     for _, group in finals.groupby(["dataset", "model"], sort=False):
-        chosen = max(group["config_key"].unique(), key=lambda key: _config_rank(group, key))
+        chosen = max(group["config_key"].unique(), key=lambda key: config_rank(group[group["config_key"] == key], key))
         finals.loc[group.index[group["config_key"] == chosen], "in_table"] = True
     return finals
 
@@ -547,6 +547,132 @@ def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _finished_scores(scores: pd.DataFrame, finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The metric rows of the finished runs in the table's configuration of one dataset."""
+    keep = finals[(finals["dataset"] == dataset) & finals["in_table"] & (finals["status"] == "finished")]
+    return scores.merge(keep[RUN_KEYS], on=RUN_KEYS)
+
+
+def summarise_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per model and metric: mean, SD (ddof = 1) and n over seeds, models in Table 1 order."""
+    table = []
+    for model in _model_order(scores["model"].unique()):
+        for metric in SCORES:
+            values = scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)
+            values = values[np.isfinite(values)]
+            table.append({"model": model, "metric": metric, "n": values.size,
+                          "mean": values.mean() if values.size else np.nan,
+                          "sd": values.std(ddof=1) if values.size > 1 else np.nan})
+    return pd.DataFrame(table, columns=["model", "metric", "n", "mean", "sd"])
+
+
+def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """CFactorVAE against every other model on each disentanglement metric, as :func:`compare` does for Table 1.
+
+    Two-sided Welch t-tests of A = cfactorvae against B per metric, 95% CI of A - B, Hedges' g,
+    P(A > B), and Holm's correction over the whole family (every B times every metric).
+    """
+    nan = float("nan")
+    rows = []
+    others = [m for m in _model_order(scores["model"].unique()) if m != CHALLENGER]
+    for metric in SCORES:
+        pick = lambda model: scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)  # noqa: E731
+        a = pick(CHALLENGER)
+        for model in others:
+            b = pick(model)
+            row = dict(metric=metric, a=CHALLENGER, b=model, n_a=a.size, n_b=b.size, diff=nan, lo=nan, hi=nan,
+                       t=nan, df=nan, p=nan, g=nan, p_sup=nan, reason="")
+            if a.size < 2 or b.size < 2:
+                row["reason"] = f"not enough seeds: {CHALLENGER} has {a.size}, {model} has {b.size} (need 2 each)"
+            else:
+                test = welch(a, b)
+                row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
+                row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
+                if np.isnan(test.p):
+                    row["reason"] = "every seed of both models has the same value (zero variance)"
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=["metric", "a", "b", "n_a", "n_b", "diff", "lo", "hi", "t", "df", "p", "g",
+                                        "p_sup", "reason"])
+    table["p_holm"] = holm(table["p"].to_numpy(dtype=float)) if len(table) else []
+    return table
+
+
+def _counts_line(scores: pd.DataFrame) -> str:
+    """How the scores were measured, from the metric records themselves."""
+    columns = ["metric_seed", "n_train", "n_test", "mig_bins", "factorvae_batch_size", "factorvae_n_train",
+               "factorvae_n_eval", "factorvae_n_variance", "representation"]
+    settings = scores[columns].drop_duplicates()
+    if len(settings) != 1:
+        return f"The runs were scored with {len(settings)} different sample settings (see the metric records)."
+    r = settings.iloc[0]
+    return (f"Representation: the encoder's {r['representation']}; metric seed {r['metric_seed']}. MIG "
+            f"({r['mig_bins']} equal-width bins), DCI disentanglement (gradient-boosted stumps) and SAP on "
+            f"{r['n_train']:,} uniform factor samples (SAP tested on {r['n_test']:,} more); FactorVAE score from "
+            f"{r['factorvae_n_train']:,} training and {r['factorvae_n_eval']:,} evaluation votes of "
+            f"{r['factorvae_batch_size']} samples, global variances from {r['factorvae_n_variance']:,}.")
+
+
+def _scores_markdown(scores: pd.DataFrame) -> list[str]:
+    summary = summarise_scores(scores)
+    lines = [_counts_line(scores), "", "| Model | " + " | ".join(SCORES.values()) + " |",
+             "|---|" + "---|" * len(SCORES)]
+    for model in _model_order(scores["model"].unique()):
+        cells = []
+        for metric in SCORES:
+            r = summary[(summary["model"] == model) & (summary["metric"] == metric)].iloc[0]
+            cells.append("—" if r["n"] == 0 else f"{r['mean']:.3f} (n = 1)" if r["n"] == 1
+                         else f"{r['mean']:.3f} ± {r['sd']:.3f} (n = {r['n']})")
+        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + " |")
+    comparisons = compare_scores(scores)
+    tested = comparisons[comparisons["reason"] == ""]
+    lines += ["", f"CFactorVAE (A) against each other model (B), two-sided Welch t-tests, Holm correction over the "
+                  f"{len(tested)} tests that could run (of {len(comparisons)}). Higher is more disentangled; the "
+                  "paper's claim that CFactorVAE stays as disentangled as FactorVAE predicts no significant "
+                  "difference from FactorVAE, which a small n cannot confirm on its own.", "",
+              "| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in comparisons.to_dict("records"):
+        head = f"| {SCORES[r['metric']]} | {r['a']} vs {r['b']} | {r['n_a']} vs {r['n_b']} |"
+        if r["reason"] and np.isnan(r["diff"]):
+            lines.append(f"{head} {r['reason']} | | | | | |")
+            continue
+        lines.append(f"{head} {r['diff']:+.3f} [{_num(r['lo'], 3)}, {_num(r['hi'], 3)}] | {_num(r['t'])} "
+                     f"({_num(r['df'], 1)}) | {_p(r['p'])} | {_p(r['p_holm'])} | {_num(r['g'])} | {_num(r['p_sup'])} |")
+    return lines
+
+
+def _figure_kl_dims(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
+    """Per-dimension KL at the final epoch (dimensions sorted per run) and active dimensions per epoch."""
+    test = curves[(curves["split"] == "test") & curves["kl_dims"].notna()]
+    order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    last = test[test["epoch"] == test.groupby("run_id")["epoch"].transform("max")]
+    ranked = pd.DataFrame(
+        [{"label": r["label"], "rank": i + 1, "kl": kl}
+         for r in last.to_dict("records") for i, kl in enumerate(sorted(r["kl_dims"], reverse=True))],
+        columns=["label", "rank", "kl"])
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    if ranked.empty:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "no per-dimension KL in these records", ha="center", va="center", transform=ax.transAxes)
+    else:
+        sns.lineplot(data=ranked, x="rank", y="kl", hue="label", hue_order=order, palette=palette, marker="o",
+                     errorbar="sd", ax=left)
+        left.axhline(ACTIVE_KL, color="grey", linestyle=":", linewidth=1)
+        left.set_yscale("symlog", linthresh=ACTIVE_KL)
+        left.set_xlabel("latent dimension, by KL (largest first)")
+        left.set_ylabel("test KL of the dimension (nats)")
+        left.set_title(f"Per-dimension KL at the final epoch (dotted: {ACTIVE_KL} nats, active above)")
+        left.legend(title=None, fontsize="small")
+        sns.lineplot(data=test, x="epoch", y="active_dims", hue="label", hue_order=order, palette=palette,
+                     errorbar="sd", ax=right, legend=False)
+        right.set_ylabel(f"active dimensions (KL > {ACTIVE_KL} nats)")
+        right.set_title("Active dimensions per epoch (test split)")
+    figure.suptitle(f"What the objectives do to the latent dimensions ({dataset}): mean ± 1 SD over seeds")
+    return _save(figure, stem)
+
+
 def _curves(rows: pd.DataFrame, finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per-epoch rows of the finished runs in the table of the paper's five objectives, with a display label.
 
@@ -653,6 +779,7 @@ def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
     if out.suffix.lower() == ".csv":
         raise BenchError(f"--out {out}: give the markdown path (e.g. results/table1.md); the CSV is written beside it")
     rows, runs = read_tree(runs_root)
+    scores = read_metrics(runs_root)
     finals = final_epoch_table(rows, runs)
     available = sorted(finals["dataset"].dropna().unique())
     if dataset is not None and dataset not in available:
@@ -682,6 +809,10 @@ def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
             fig3 = _figure3(curves, name, folder / f"figure3{suffix}")
             loss = _figure_loss(curves, name, folder / f"figure-loss{suffix}")
             figures += fig3 + loss
+            has_kl_dims = bool(curves["kl_dims"].notna().any())
+            kl_dims = _figure_kl_dims(curves, name, folder / f"figure-kl-dims{suffix}") if has_kl_dims else []
+            figures += kl_dims
+            mine = _finished_scores(scores, finals, name)
             lines += ["", f"## Dataset: {name}", "", "### Table 1: reconstruction quality at the final epoch", ""]
             lines += _provenance(finals, name)
             lines += [""] + _table1_markdown(summary[summary["dataset"] == name])
@@ -699,6 +830,10 @@ def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
                 "",
                 "Bands are ±1 SD over seeds, not confidence intervals: a 95% bootstrap band under-covers at 5 seeds.",
             ]
+            if kl_dims:
+                lines += ["", f"![Per-dimension KL and active dimensions, {name}]({kl_dims[0].name})"]
+            if len(mine):
+                lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
         summary.to_csv(csv, index=False)
     except OSError as exc:

@@ -30,12 +30,14 @@ from .records import (
     RecordError,
     checkpoint_dir,
     load_checkpoint,
+    metrics_path,
     publish_atomic,
     read_meta,
     save_checkpoint,
     save_weights,
     verify_checkpoint,
     weights_path,
+    write_metrics,
     write_run,
 )
 
@@ -209,6 +211,7 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
 def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[tuple[str, str, str]]:
     import torch
 
+    from .disentanglement import metric_rows
     from .engine import Trainer
     from .stacked import StackedTrainer
 
@@ -239,8 +242,15 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
             trainer = Trainer(configs[0], data.train, data.test, task.device)
             members_of, next_epoch = [trainer], lambda: [trainer.run_epoch()]
 
+        truth = datasets.ground_truth(first.dataset, Path(task.data_root))
+
         def publish(k: int) -> None:
+            # A finished run is scored before its record says so: "finished" implies its scores exist.
+            scores = (metric_rows(runs[k].config, members_of[k].vae, truth, runs[k].profile, task.device)
+                      if truth is not None and metas[k]["status"] == "finished" else None)
             with _writing(task.out):
+                if scores is not None:
+                    write_metrics(metrics_path(runs[k].path), scores)
                 if metas[k]["status"] != "running":
                     save_weights(weights_path(runs[k].path),
                                  {"config": runs[k].config.to_dict(), "vae": members_of[k].vae.state_dict()})

@@ -29,10 +29,17 @@ import time
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from models.objectives import bernoulli_nll, capacity, discriminator_loss, gaussian_kl, total_correlation
+from models.objectives import (
+    bernoulli_nll,
+    capacity,
+    discriminator_loss,
+    gaussian_kl,
+    gaussian_kl_per_dim,
+    total_correlation,
+)
 
 from .config import RunConfig
-from .engine import TERMS, EpochResult, Trainer, adam
+from .engine import TERMS, EpochResult, Trainer, adam, split_terms
 
 # Fields a stack's runs must share; the others (seed, coefficients, C schedule) may differ.
 SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
@@ -159,7 +166,8 @@ class StackedTrainer:
     def _gradients(self) -> torch.Tensor:
         """Set the stacked ``.grad``s for one update of every run (as Trainer.gradients does for one); return the terms.
 
-        Reads the input buffers only, so that it can be captured as a CUDA graph. Returns ``(runs, len(TERMS))``.
+        Reads the input buffers only, so that it can be captured as a CUDA graph. Returns
+        ``(runs, len(TERMS) + z_dim)``: the terms, then the per-dimension KLs (one output, one graph buffer).
         """
         x, c, k = self.x, self.c, len(self.runs)
         logits, mu, logvar, z = vmap(self._vae)(self.vae_params, x, self.eps)
@@ -184,8 +192,10 @@ class StackedTrainer:
         if d_loss is not None:
             self.d_opt.zero_grad(set_to_none=True)
             d_loss.sum().backward(inputs=self.disc_leaves)
-        return torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), c, gap.detach(),
-                            acc.detach().to(self.dtype)], dim=1)
+        terms = torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), c, gap.detach(),
+                             acc.detach().to(self.dtype)], dim=1)
+        kl_dims = vmap(lambda m, lv: gaussian_kl_per_dim(m, lv).mean(0))(mu.detach(), logvar.detach())
+        return torch.cat([terms, kl_dims], dim=1)
 
     def _update(self) -> torch.Tensor:
         terms = self._gradients()
@@ -196,7 +206,8 @@ class StackedTrainer:
 
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
         """One update of every run: ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t)
-        (a row of :meth:`capacities`). Returns the terms, ``(runs, len(TERMS))``, valid until the next step."""
+        (a row of :meth:`capacities`). Returns the terms and per-dimension KLs, ``(runs, len(TERMS) + z_dim)``,
+        valid until the next step."""
         self._fill(x, x_other, c)
         terms = self._update_once()
         for t in self.runs:
@@ -242,7 +253,7 @@ class StackedTrainer:
         orders = torch.stack([torch.randperm(n, generator=t.g_data) for t in self.runs]).to(self.device)
         others = (torch.stack([torch.randperm(n, generator=t.g_disc_order) for t in self.runs]).to(self.device)
                   if self.has_disc else None)
-        totals = torch.zeros(len(self.runs), len(TERMS), device=self.device, dtype=torch.float64)
+        totals = torch.zeros(len(self.runs), len(TERMS) + self.config.z_dim, device=self.device, dtype=torch.float64)
         caps = self.capacities(self.steps_per_epoch)
         first = self.runs[0]
         for b in range(self.steps_per_epoch):
@@ -258,7 +269,7 @@ class StackedTrainer:
             eval_start = time.perf_counter()
             test = t.evaluate()
             rows = [
-                t._row("train", dict(zip(TERMS, terms)), self.steps_per_epoch * bs, train_seconds),
+                t._row("train", split_terms(terms), self.steps_per_epoch * bs, train_seconds),
                 t._row("test", test, len(t.test_images), time.perf_counter() - eval_start),
             ]
             results.append(EpochResult(t.epoch, rows, not all(math.isfinite(r["loss"]) for r in rows)))

@@ -81,9 +81,18 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_j, exp(logvar_j)) || N(0, 1)) of each latent dimension j of each image. Shape (N, d).
+
+    The KL of a diagonal Gaussian is the sum of these; a dimension whose mean KL over the data is
+    near zero carries no information about the image (an inactive dimension).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) per image (Kingma & Welling 2013, appendix B). Shape (N,)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+    return gaussian_kl_per_dim(mu, logvar).sum(1)
 
 
 def capacity(step: int, c_max: float, ramp_steps: int) -> float:

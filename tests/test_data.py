@@ -431,7 +431,7 @@ def test_dsprites_real_file_used(tmp_path):
     rng = np.random.default_rng(1)
     imgs = (rng.random((n, 64, 64)) < 0.3).astype(np.uint8)
     classes = np.zeros((n, 6), dtype=np.int64)
-    classes[:, 1:] = rng.integers(0, 3, size=(n, 5))
+    classes[:, 1:] = np.stack(np.unravel_index(rng.choice(3**5, n, replace=False), (3,) * 5), axis=1)  # distinct, as in the real file
     (tmp_path / "dsprites").mkdir()
     np.savez_compressed(tmp_path / "dsprites" / data.DSPRITES_FILE, imgs=imgs, latents_classes=classes)
     data.verify("dsprites", tmp_path)
@@ -439,6 +439,18 @@ def test_dsprites_real_file_used(tmp_path):
     train_idx, test_idx = data.dsprites_split(n)
     assert torch.equal(ds.train[:, 0], torch.from_numpy(imgs[train_idx] * 255))
     assert torch.equal(ds.test_factors, torch.from_numpy(classes[test_idx, 1:]))
+    # The metrics query the generative process: images by factors, looked up in the file.
+    truth = data.ground_truth("dsprites", tmp_path)
+    assert torch.equal(truth.images(classes[::-1, 1:])[:, 0], torch.from_numpy(imgs[::-1] * 255))
+    with pytest.raises(DataError, match="lacks the image of factors \\[0, 0, 0, 0, 5\\]"):
+        truth.images(np.array([[0, 0, 0, 0, 5]]))
+
+
+def test_dsprites_ground_truth_draws_the_training_images(sprites, tmp_path):
+    truth = data.ground_truth("dsprites", tmp_path)
+    assert truth.factor_sizes == (3, 6, 40, 32, 32) and truth.factor_names[0] == "shape"
+    assert torch.equal(truth.images(sprites.test_factors[:40].numpy()), sprites.test[:40])
+    assert data.ground_truth("mnist", tmp_path) is None
 
 
 def test_dsprites_bad_file(tmp_path):

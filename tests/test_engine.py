@@ -195,6 +195,19 @@ def test_test_split_matches_a_direct_evaluation():
         logits, mu, logvar, _ = trainer.vae(x, eps)
     assert test_row["recon"] == pytest.approx(bernoulli_nll(logits, x).mean().item(), rel=1e-5)
     assert test_row["kl"] == pytest.approx(gaussian_kl(mu, logvar).mean().item(), rel=1e-5)
+    # Per dimension, from the closed form written out again: 0.5 (mu^2 + sigma^2 - 1 - log sigma^2).
+    by_hand = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).mean(0)
+    assert test_row["kl_dims"] == pytest.approx(by_hand.tolist(), rel=1e-5, abs=1e-7)
+    assert test_row["active_dims"] == int((by_hand > 0.01).sum())
+
+
+@pytest.mark.parametrize("model", ["cvae", "factorvae"])
+def test_the_per_dimension_kls_of_every_row_sum_to_its_kl(model):
+    rows = records(small(model, dtype="float64"))
+    for row in rows:
+        assert len(row["kl_dims"]) == 6
+        assert sum(row["kl_dims"]) == pytest.approx(row["kl"], rel=1e-12)
+        assert row["active_dims"] == sum(k > 0.01 for k in row["kl_dims"])
 
 
 def test_stream_seeds_differ_by_stream_and_seed():

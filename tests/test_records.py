@@ -11,14 +11,14 @@ import pytest
 from bench.records import COLUMNS, RecordError, config_key, final_values, read_run, read_tree, run_files, run_path, write_run
 
 CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
-            "capacity", "capacity_gap", "disc_acc", "n_images", "seconds"]
+            "capacity", "capacity_gap", "disc_acc", "kl_dims", "active_dims", "n_images", "seconds"]
 
 
 def row(model="vae", seed=0, epoch=1, split="train", loss=1.0):
     return {"run_id": f"{model}{seed}", "model": model, "dataset": "mnist", "seed": seed, "epoch": epoch,
             "split": split, "step": 10 * epoch, "loss": loss, "recon": loss, "kl": 0.0, "tc": float("nan"),
-            "capacity": float("nan"), "capacity_gap": float("nan"), "disc_acc": float("nan"), "n_images": 64,
-            "seconds": 0.1}
+            "capacity": float("nan"), "capacity_gap": float("nan"), "disc_acc": float("nan"),
+            "kl_dims": [0.0, 0.0], "active_dims": 0, "n_images": 64, "seconds": 0.1}
 
 
 def publish(root, model, seed, rows, status="finished"):
@@ -117,3 +117,19 @@ def test_a_config_read_from_an_older_record_gets_the_fields_added_since(tmp_path
     write_run(path, [], {"run_id": "old", "status": "finished", "config": {"model": "vae", "seed": 0, "lr": 1e-4}})
     _, runs = read_tree(tmp_path)
     assert runs.loc[0, "config"] == {"model": "vae", "seed": 0, "lr": 1e-4, "dtype": "float32"}
+
+
+def test_a_record_from_before_the_per_dimension_columns_reads_them_as_missing(tmp_path):
+    old_schema = pa.schema([f for f in pq.read_schema(publish(tmp_path, "vae", 0, [row()])) if f.name not in ("kl_dims", "active_dims")])
+    path = run_path(tmp_path, "mnist", "vae", 1, "vae1")
+    path.parent.mkdir(parents=True)
+    table = pa.Table.from_pylist([row("vae", 1)], schema=old_schema).replace_schema_metadata(
+        {b"bench.run": json.dumps({"run_id": "vae1", "format": 2, "status": "finished",
+                                   "config": {"model": "vae", "seed": 1, "dataset": "mnist", "epochs": 2}}).encode()})
+    pq.write_table(table, path)
+    rows, _ = read_run(path)
+    assert list(rows.columns) == CONTRACT
+    assert rows["kl_dims"].isna().all() and rows["active_dims"].isna().all()
+    assert rows["loss"].tolist() == [1.0]
+    both, runs = read_tree(tmp_path)
+    assert len(both) == 2 and list(both["kl_dims"].iloc[0]) == [0.0, 0.0]

@@ -1,0 +1,96 @@
+"""A run on a dataset with known factors is scored when it finishes, and the report tests the scores."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bench.config import METRIC_COUNTS, resolve
+from bench.data import ground_truth, render_dsprites
+from bench.disentanglement import counts_for, metric_rows, posterior_means
+from bench.records import METRICS_SCHEMA, metrics_path, read_tree
+from bench.report import compare_scores, summarise_scores
+from models.nets import VAE
+
+SCORES = {"factorvae_score", "mig", "dci_disentanglement", "sap"}
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """Two seeds of FactorVAE and CFactorVAE on the generated dSprites, one short epoch each."""
+    out = tmp_path_factory.mktemp("dsprites")
+    done = bench("run", "--models", "factorvae,cfactorvae", "--datasets", "dsprites", "--seeds", "2", "--profile",
+                 "smoke", "--epochs", "1", "--subset", "64,32", "--jobs", "1", "--out", str(out / "runs"),
+                 "--data-root", str(out / "no-data"), cwd=out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_a_finished_dsprites_run_records_the_four_scores_beside_its_epochs(scored):
+    rows, runs = read_tree(scored / "runs")
+    assert set(runs["status"]) == {"finished"} and len(runs) == 4
+    smoke = counts_for("smoke")
+    for run in runs.to_dict("records"):
+        table = pq.read_table(metrics_path(Path(run["path"])))
+        assert table.schema.equals(METRICS_SCHEMA, check_metadata=False)
+        frame = table.to_pandas()
+        assert set(frame["metric"]) == SCORES and (frame["run_id"] == run["run_id"]).all()
+        assert frame["value"].between(0, 1).all()
+        assert (frame["n_train"] == METRIC_COUNTS["smoke"]["n_train"]).all()
+        assert (frame["factorvae_n_eval"] == smoke.factorvae_n_eval).all()
+        assert (frame["representation"] == "posterior mean").all()
+    # The epoch records stay one schema: pandas reading the whole tree skips the _metrics folders.
+    assert len(pd.read_parquet(scored / "runs")) == len(rows)
+
+
+def test_the_report_shows_the_scores_with_their_tests(scored):
+    done = bench("report", "--runs", str(scored / "runs"), "--out", str(scored / "report" / "table1.md"), cwd=scored)
+    assert done.returncode == 0, done.stderr
+    text = (scored / "report" / "table1.md").read_text()
+    assert "### Disentanglement on ground-truth factors" in text
+    assert "| DCI disentanglement | cfactorvae vs factorvae | 2 vs 2 |" in text
+    assert (scored / "report" / "figure-kl-dims.png").is_file()
+
+
+def test_scoring_is_deterministic_and_reads_the_posterior_mean(tmp_path):
+    config = resolve("vae", "dsprites", 0, "smoke", {"z_dim": 4})
+    torch.manual_seed(0)
+    vae = VAE(4, 1, 64)
+    truth = ground_truth("dsprites", tmp_path)
+    factors = np.array([[0, 1, 2, 3, 4], [2, 5, 39, 31, 0]])
+    with torch.no_grad():
+        direct = vae.encoder(render_dsprites(factors).float() / 255)[0].double().numpy()
+    assert np.array_equal(posterior_means(vae, truth, "cpu", torch.float32)(factors), direct)
+    first, second = metric_rows(config, vae, truth, "smoke"), metric_rows(config, vae, truth, "smoke")
+    assert [r["value"] for r in first] == [r["value"] for r in second]
+
+
+def test_the_score_table_and_tests_match_hand_computed_numbers():
+    # CFactorVAE MIG 0.2, 0.4 (mean 0.3, SD 0.1414); FactorVAE 0.1, 0.1, 0.4 (mean 0.2, SD 0.1732).
+    values = {("cfactorvae", 0): 0.2, ("cfactorvae", 1): 0.4, ("factorvae", 0): 0.1, ("factorvae", 1): 0.1,
+              ("factorvae", 2): 0.4}
+    scores = pd.DataFrame([{"run_id": f"{m}{s}", "model": m, "dataset": "dsprites", "seed": s, "metric": "mig",
+                            "value": v} for (m, s), v in values.items()])
+    summary = summarise_scores(scores).set_index(["model", "metric"])
+    assert summary.loc[("cfactorvae", "mig"), "mean"] == pytest.approx(0.3)
+    assert summary.loc[("cfactorvae", "mig"), "sd"] == pytest.approx(np.sqrt(0.02))
+    assert summary.loc[("factorvae", "mig"), "sd"] == pytest.approx(np.sqrt(0.03))
+    assert summary.loc[("vae", "mig"), "n"] == 0
+    test = compare_scores(scores).set_index(["metric", "b"]).loc[("mig", "factorvae")]
+    # Welch: se^2 = 0.02/2 + 0.03/3 = 0.02, t = 0.1 / sqrt(0.02) = 0.7071;
+    # df = 0.02^2 / ((0.01^2)/1 + (0.01^2)/2) = 0.0004 / 0.00015 = 2.667.
+    assert test["diff"] == pytest.approx(0.1)
+    assert test["t"] == pytest.approx(0.1 / np.sqrt(0.02))
+    assert test["df"] == pytest.approx(0.0004 / 0.00015)
+    # The only test that could run is the whole Holm family.
+    assert test["p_holm"] == pytest.approx(test["p"])
