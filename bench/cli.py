@@ -102,11 +102,13 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
 @click.option("--runs", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
 @click.option("--dataset", default=None, help="report only this dataset")
 @click.option("--out", default="results/table1.md", show_default=True, type=click.Path(path_type=Path), help="markdown table")
-def report(runs, dataset, out):
-    """Table 1, Figure 3 and the significance tests, from the records alone."""
+@click.option("--data-root", default=None, help="datasets folder for the pictures of runs with weights (else $BENCH_DATA)")
+def report(runs, dataset, out, data_root):
+    """Table 1, Figure 3, the significance tests and the disentanglement scores, from the records; pictures
+    of seed 0 where the final weights are there."""
     from .report import write_report
 
-    summary = write_report(runs, out, dataset)
+    summary = write_report(runs, out, dataset, data_root)
     for path in summary.paths:
         click.echo(f"wrote {path}")
 

@@ -7,12 +7,17 @@ takes each run's numbers at its final epoch, and writes
   of the means, Welch tests of CFactorVAE against every other model with Holm correction,
   and one verdict line per claim of the paper;
 * ``out`` with a ``.csv`` suffix: the same table with numeric mean, SD and n columns;
-* next to ``out``: ``figure3.png/.svg`` (test reconstruction error per epoch) and
-  ``figure-loss.png/.svg`` (train and test loss per epoch); with several datasets each
-  name gets the dataset as a suffix, e.g. ``figure3-mnist.png``.
+* next to ``out``: ``figure3.png/.svg`` (test reconstruction error per epoch),
+  ``figure-loss.png/.svg`` (train and test loss per epoch) and, for records with per-dimension
+  KLs, ``figure-kl-dims.png/.svg``; with several datasets each name gets the dataset as a
+  suffix, e.g. ``figure3-mnist.png``;
+* for a dataset with known factors, a section with the disentanglement scores of the metric
+  records (mean ± SD per model, Welch tests of CFactorVAE against each model, Holm-corrected);
+* in ``figures/`` next to ``out``, the pictures of :mod:`bench.traverse` for seed 0 of each
+  model whose final weights are in the records.
 
 Only runs whose status is ``finished`` enter means, tests and curves. The report never
-trains and does not import torch.
+trains; it imports torch only to draw the pictures.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import BenchError
-from .records import ACTIVE_KL, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree
+from .records import ACTIVE_KL, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree, weights_path
 from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
@@ -750,7 +755,30 @@ UNITS = (
 )
 
 
-def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
+def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> tuple[list[str], list[Path]]:
+    """Traversals, reconstructions and samples of seed 0 of each model whose final weights are there.
+
+    Drawing needs torch and the test images, so it happens only when such weights exist; a dataset
+    that cannot be loaded leaves a line saying why instead of stopping the report.
+    """
+    seed0 = runs[(runs["seed"] == 0) & (runs["status"] == "finished")]
+    if not seed0["path"].map(lambda p: weights_path(Path(p)).is_file()).any():
+        return [], []
+    from .data import resolve_root
+    from .traverse import figures_for_report
+
+    try:
+        paths = figures_for_report(runs_root, folder / "figures", resolve_root(data_root))
+    except BenchError as exc:
+        return ["", "## Pictures (seed 0)", "", f"Not drawn: {exc}"], []
+    lines = ["", "## Pictures (seed 0)", "",
+             "Latent traversals (each dimension from -3 to 3 around test image 0's posterior mean, rows by KL, "
+             "inactive dimensions in grey), reconstructions under their originals, and samples from the prior."]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in paths]
+    return lines, paths
+
+
+def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> ReportSummary:
     """Write Table 1 (markdown and CSV), Figure 3 and the loss figure from the run records.
 
     Parameters
@@ -762,6 +790,9 @@ def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
         path with a ``.csv`` suffix, the figures into the same folder.
     dataset : str, optional
         Report only this dataset; by default every dataset in the records gets a section.
+    data_root : path-like, optional
+        Where the test images for the pictures are (see :func:`bench.data.resolve_root`); the
+        pictures are drawn only for runs whose final weights are in the records.
 
     Returns
     -------
@@ -834,6 +865,9 @@ def write_report(runs_root, out, dataset: str | None = None) -> ReportSummary:
                 lines += ["", f"![Per-dimension KL and active dimensions, {name}]({kl_dims[0].name})"]
             if len(mine):
                 lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
+        picture_lines, pictures = _pictures(runs_root, runs[runs["dataset"].isin(datasets)], folder, data_root)
+        lines += picture_lines
+        figures += pictures
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
         summary.to_csv(csv, index=False)
     except OSError as exc:

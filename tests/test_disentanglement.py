@@ -60,6 +60,9 @@ def test_the_report_shows_the_scores_with_their_tests(scored):
     assert "### Disentanglement on ground-truth factors" in text
     assert "| DCI disentanglement | cfactorvae vs factorvae | 2 vs 2 |" in text
     assert (scored / "report" / "figure-kl-dims.png").is_file()
+    # Seed 0 of both models has its weights, so the report draws them and sets them side by side.
+    assert "![dsprites-seed0-factorvae-vs-cfactorvae](figures/dsprites-seed0-factorvae-vs-cfactorvae.png)" in text
+    assert (scored / "report" / "figures" / "dsprites-cfactorvae-seed0-traversal.png").is_file()
 
 
 def test_scoring_is_deterministic_and_reads_the_posterior_mean(tmp_path):
