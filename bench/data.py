@@ -16,6 +16,7 @@ scales each batch to [0, 1].
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -759,19 +760,28 @@ def _load_dsprites(root: Path, subset: Subset) -> Dataset:
 
 
 def _dsprites_ground_truth(root: Path) -> GroundTruth:
-    """Every factor combination of dSprites: looked up in the real file when present, else drawn."""
+    """Every factor combination of dSprites: looked up in the real file when present, else drawn.
+
+    The real file's images (about 3 GB once inflated) are read at the first lookup, not here: a stack
+    asks for its ground truth when it starts, but only scores its runs when they finish.
+    """
     path = root / "dsprites" / DSPRITES_FILE
     images = render_dsprites
     if path.exists():
         _check_dsprites(root)
-        with np.load(path) as npz:
-            grid = npz["imgs"]
-            classes = np.asarray(npz["latents_classes"], dtype=np.int64)[:, 1:]
-        # The file lists the grid in order, but looking images up by their latents does not rely on it.
-        row_of = np.full(int(np.prod(DSPRITES_FACTOR_SIZES)), -1, dtype=np.int64)
-        row_of[np.ravel_multi_index(classes.T, DSPRITES_FACTOR_SIZES)] = np.arange(len(classes))
+
+        @functools.cache
+        def grid_and_rows() -> tuple[np.ndarray, np.ndarray]:
+            with np.load(path) as npz:
+                grid = npz["imgs"]
+                classes = np.asarray(npz["latents_classes"], dtype=np.int64)[:, 1:]
+            # The file lists the grid in order, but looking images up by their latents does not rely on it.
+            row_of = np.full(int(np.prod(DSPRITES_FACTOR_SIZES)), -1, dtype=np.int64)
+            row_of[np.ravel_multi_index(classes.T, DSPRITES_FACTOR_SIZES)] = np.arange(len(classes))
+            return grid, row_of
 
         def images(factors: np.ndarray) -> torch.Tensor:
+            grid, row_of = grid_and_rows()
             rows = row_of[np.ravel_multi_index(np.asarray(factors, dtype=np.int64).T, DSPRITES_FACTOR_SIZES)]
             if (rows < 0).any():
                 raise DataError(f"{path} lacks the image of factors {np.asarray(factors)[rows < 0][0].tolist()}; "

@@ -30,29 +30,43 @@ def counts_for(profile: str) -> MetricCounts:
     return MetricCounts(**METRIC_COUNTS.get(profile, {}))
 
 
-def posterior_means(vae: VAE, truth: GroundTruth, device: torch.device | str, dtype: torch.dtype):
-    """``represent(factors) -> codes``: the images of the factors, drawn and encoded in batches."""
+@torch.no_grad()
+def encode(vae: VAE, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of uint8 images, encoded in batches of :data:`ENCODE_BATCH`.
 
-    @torch.no_grad()
-    def represent(factors: np.ndarray) -> np.ndarray:
-        was_training = vae.training
-        vae.eval()
-        codes = []
-        for start in range(0, len(factors), ENCODE_BATCH):
-            images = truth.images(factors[start : start + ENCODE_BATCH]).to(device)
-            mu, _ = vae.encoder(images.to(dtype).div_(255.0))
-            codes.append(mu.double().cpu().numpy())
+    The images go to the device and float type of the VAE's weights, scaled to [0, 1] as in training;
+    the VAE is put in eval mode for the call and back in the mode it was in.
+    """
+    weight = next(vae.parameters())
+    was_training = vae.training
+    vae.eval()
+    try:
+        parts = [vae.encoder(images[i : i + ENCODE_BATCH].to(weight.device, weight.dtype) / 255.0)
+                 for i in range(0, len(images), ENCODE_BATCH)]
+    finally:
         vae.train(was_training)
+    if not parts:
+        empty = weight.new_zeros(0, vae.encoder.z_dim)
+        return empty, empty
+    return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
+
+
+def posterior_means(vae: VAE, truth: GroundTruth):
+    """``represent(factors) -> codes``: the images of the factors, drawn and encoded batch by batch."""
+
+    def represent(factors: np.ndarray) -> np.ndarray:
+        codes = [encode(vae, truth.images(factors[start : start + ENCODE_BATCH]))[0].double().cpu().numpy()
+                 for start in range(0, len(factors), ENCODE_BATCH)]
         return np.concatenate(codes) if codes else np.zeros((0, vae.encoder.z_dim))
 
     return represent
 
 
-def metric_rows(config: RunConfig, vae: VAE, truth: GroundTruth, profile: str, device="cpu") -> list[dict]:
+def metric_rows(config: RunConfig, vae: VAE, truth: GroundTruth, profile: str) -> list[dict]:
     """The four scores of one trained run, as rows of :data:`bench.records.METRICS_SCHEMA`."""
     counts = counts_for(profile)
     start = time.perf_counter()
-    scores = evaluate(posterior_means(vae, truth, device, getattr(torch, config.dtype)), truth.factor_sizes,
+    scores = evaluate(posterior_means(vae, truth), truth.factor_sizes,
                       seed=METRIC_SEED, counts=counts)
     seconds = time.perf_counter() - start
     return [{"run_id": config.run_id, "model": config.model, "dataset": config.dataset, "seed": config.seed,

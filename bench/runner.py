@@ -211,7 +211,6 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
 def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[tuple[str, str, str]]:
     import torch
 
-    from .disentanglement import metric_rows
     from .engine import Trainer
     from .stacked import StackedTrainer
 
@@ -243,10 +242,12 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
             members_of, next_epoch = [trainer], lambda: [trainer.run_epoch()]
 
         truth = datasets.ground_truth(first.dataset, Path(task.data_root))
+        if truth is not None:  # the metrics are loaded only where there is something to score
+            from .disentanglement import metric_rows
 
         def publish(k: int) -> None:
             # A finished run is scored before its record says so: "finished" implies its scores exist.
-            scores = (metric_rows(runs[k].config, members_of[k].vae, truth, runs[k].profile, task.device)
+            scores = (metric_rows(runs[k].config, members_of[k].vae, truth, runs[k].profile)
                       if truth is not None and metas[k]["status"] == "finished" else None)
             with _writing(task.out):
                 if scores is not None:

@@ -29,6 +29,7 @@ from models.objectives import gaussian_kl_per_dim
 
 from . import data, mosaic
 from .config import RunConfig
+from .disentanglement import encode
 from .errors import BenchError
 from .records import ACTIVE_KL, ADDED_DEFAULTS, config_key, config_rank, publish_atomic, read_tree, weights_path
 
@@ -38,7 +39,6 @@ KL_IMAGES = 1000  # test images the per-dimension KL is averaged over
 RECONSTRUCTIONS = 10
 SAMPLE_GRID = 8  # prior samples drawn: SAMPLE_GRID x SAMPLE_GRID
 SAMPLE_SEED = 0  # one seed for every run, so runs with the same latent size decode the same z
-BATCH = 500  # images encoded at a time
 COMPARED = ("factorvae", "cfactorvae")  # the pair the paper sets side by side (Figure 2)
 RETRAIN = "delete them and the run's .parquet record, and bench run trains the run again"
 TITLES = {"vae": "VAE", "betavae": "beta-VAE", "cvae": "CVAE", "factorvae": "FactorVAE",
@@ -131,18 +131,6 @@ class Traversal:
     order: list[int]
     active: list[bool]
     means: torch.Tensor
-
-
-def _float_images(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return images.to(dtype) / 255.0
-
-
-@torch.no_grad()
-def encode(vae: VAE, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances of uint8 images, in batches of :data:`BATCH`."""
-    dtype = next(vae.parameters()).dtype
-    parts = [vae.encoder(_float_images(images[i : i + BATCH], dtype)) for i in range(0, len(images), BATCH)]
-    return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
 
 
 @torch.no_grad()
@@ -308,7 +296,7 @@ def _render_run(run: LoadedRun, out: Path, image_index: int, steps: int):
     panel = traversal_panel(traverse_image(run.vae, run.test, image_index, steps))
     traversal = mosaic.titled([panel], [f"{run.caption}, test image {image_index}, run {run.run_id}"])
     originals = run.test[:RECONSTRUCTIONS]
-    pair = mosaic.to_tiles(np.stack([_float_images(originals, torch.float64).numpy(),
+    pair = mosaic.to_tiles(np.stack([originals.double().div(255.0).numpy(),
                                      reconstruct(run.vae, originals).double().numpy()]))
     count = len(originals)
     reconstructions = mosaic.titled([mosaic.grid_panel(pair, ["test image", "reconstruction"])],

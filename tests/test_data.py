@@ -441,7 +441,10 @@ def test_dsprites_real_file_used(tmp_path):
     assert torch.equal(ds.test_factors, torch.from_numpy(classes[test_idx, 1:]))
     # The metrics query the generative process: images by factors, looked up in the file.
     truth = data.ground_truth("dsprites", tmp_path)
-    assert torch.equal(truth.images(classes[::-1, 1:])[:, 0], torch.from_numpy(imgs[::-1] * 255))
+    # The images are read at the first lookup, not when the ground truth is made: the file rewritten
+    # in between is the one looked up.
+    np.savez_compressed(tmp_path / "dsprites" / data.DSPRITES_FILE, imgs=1 - imgs, latents_classes=classes)
+    assert torch.equal(truth.images(classes[::-1, 1:])[:, 0], torch.from_numpy((1 - imgs[::-1]) * 255))
     with pytest.raises(DataError, match="lacks the image of factors \\[0, 0, 0, 0, 5\\]"):
         truth.images(np.array([[0, 0, 0, 0, 5]]))
 
