@@ -1,4 +1,8 @@
-"""The `bench` command end to end, in real subprocesses on real MNIST."""
+"""The `bench` command end to end, in real subprocesses on real MNIST.
+
+Input errors are found before anything is trained, so they are tried in this process;
+tests/test_bad_input.py tries them again as real processes, with nothing lost.
+"""
 
 import os
 import subprocess
@@ -9,6 +13,7 @@ import pandas as pd
 import pytest
 from support import DATA_ROOT, REPO, needs_mnist
 
+from bench.cli import main
 from bench.records import COLUMNS, read_tree
 
 pytestmark = needs_mnist
@@ -18,6 +23,15 @@ def bench(*args, env=None):
     full_env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=600)
+
+
+def bench_here(monkeypatch, capsys, *args):
+    """``bench ARGS`` in this process, expected to stop: its exit code and stderr."""
+    monkeypatch.setenv("BENCH_DATA", str(DATA_ROOT))
+    monkeypatch.setenv("BENCH_NO_DOWNLOAD", "1")
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    return exit_.value.code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +122,16 @@ def test_report_from_the_runs(smoke_runs, tmp_path):
     (["--device", "tpu"], "--device tpu"),
     (["--bogus"], "No such option"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     out = tmp_path / "runs"
-    result = bench("run", "--profile", "smoke", "--seeds", "1", "--out", str(out), *args)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    code, err = bench_here(monkeypatch, capsys, "run", "--profile", "smoke", "--seeds", "1", "--out", str(out), *args)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
     assert not out.exists()  # nothing partial left behind
 
 
-def test_corrupt_data_is_named(tmp_path):
+def test_corrupt_data_is_named(tmp_path, monkeypatch, capsys):
     broken = tmp_path / "data" / "mnist"
     broken.mkdir(parents=True)
     for f in (DATA_ROOT / "mnist").glob("*.gz"):
@@ -126,19 +140,21 @@ def test_corrupt_data_is_named(tmp_path):
     blob[100] ^= 0xFF
     (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(blob))
     out = tmp_path / "runs"
-    result = bench("run", "--profile", "smoke", "--seeds", "1", "--models", "vae", "--out", str(out), "--data-root", str(tmp_path / "data"))
-    assert result.returncode == 2
-    assert "t10k-labels-idx1-ubyte.gz" in result.stderr and result.stderr.count("\n") == 1
+    code, err = bench_here(monkeypatch, capsys, "run", "--profile", "smoke", "--seeds", "1", "--models", "vae",
+                           "--out", str(out), "--data-root", str(tmp_path / "data"))
+    assert code == 2
+    assert "t10k-labels-idx1-ubyte.gz" in err and err.count("\n") == 1
     assert not out.exists()
 
 
-def test_unwritable_out(tmp_path):
+def test_unwritable_out(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = bench("run", "--profile", "smoke", "--seeds", "1", "--models", "vae", "--out", str(blocker / "runs"))
-    assert result.returncode == 2 and "cannot write there" in result.stderr
+    code, err = bench_here(monkeypatch, capsys, "run", "--profile", "smoke", "--seeds", "1", "--models", "vae",
+                           "--out", str(blocker / "runs"))
+    assert code == 2 and "cannot write there" in err
 
 
-def test_report_errors_are_one_line(tmp_path):
-    result = bench("report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md"))
-    assert result.returncode == 2 and "no run files" in result.stderr and result.stderr.count("\n") == 1
+def test_report_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    code, err = bench_here(monkeypatch, capsys, "report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md"))
+    assert code == 2 and "no run files" in err and err.count("\n") == 1
