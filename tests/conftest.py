@@ -1,4 +1,8 @@
-"""One resized-dataset cache per test session, so tests neither read nor fill the user's ~/.cache/bench."""
+"""Session set-up for every test module.
+
+One resized-dataset cache per test session, so tests neither read nor fill the user's ~/.cache/bench;
+and the longest test files collected first (see LONG_FIRST).
+"""
 
 import os
 import shutil
@@ -12,3 +16,15 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     shutil.rmtree(getattr(config, "bench_cache", ""), ignore_errors=True)
+
+
+# Files that take minutes in all: processes trained one after another on one worker. pytest-xdist
+# (--dist loadfile) hands files to workers in collection order, so these go first; one of them
+# started last would leave the other worker idle at the end.
+LONG_FIRST = ("test_resume.py", "test_check.py", "test_stacked.py", "test_bad_input.py", "test_cli.py",
+              "test_paper_matrix.py", "test_locks.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: file order kept within
