@@ -146,16 +146,18 @@ def _pinned_torch():
     """One thread and deterministic algorithms, restored afterwards (tests share the process)."""
     import torch
 
+    from .optim import deterministic_algorithms
+
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+    deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def smoke_configs(models=None) -> list[RunConfig]:

@@ -28,6 +28,7 @@ from models.objectives import (
 )
 
 from .config import RunConfig
+from .optim import Adam
 from .records import ACTIVE_KL
 
 EVAL_BATCH = 1000
@@ -46,7 +47,7 @@ def _generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
-def adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+def adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> Adam:
     """Adam as every trainer here builds it: on a GPU ``capturable``, so that a CUDA graph can replay it.
 
     A capturable Adam works out its bias corrections on the device in float32 rather than in
@@ -54,7 +55,7 @@ def adam(params, lr: float, betas: tuple[float, float], device: torch.device) ->
     part from a non-capturable one within a few updates. Using it for every GPU run, graphed or
     not, keeps all GPU runs on one arithmetic.
     """
-    return torch.optim.Adam(params, lr=lr, betas=betas, capturable=device.type == "cuda")
+    return Adam(params, lr=lr, betas=betas, capturable=device.type == "cuda")
 
 
 def exact_float32() -> None:
@@ -193,10 +194,10 @@ class Trainer:
             tc = total_correlation(d_logits[: len(z)])
             d_loss, acc = discriminator_loss(d_logits[: len(z)], d_logits[len(z) :])
         loss = obj.combine(recon, kl, gap, tc)
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         loss.backward(inputs=self.vae_params, retain_graph=d_loss is not None)
         if d_loss is not None:
-            self.d_opt.zero_grad(set_to_none=True)
+            self.d_opt.zero_grad()
             d_loss.backward(inputs=self.disc_params)
         terms = torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), torch.full_like(nan, c),
                              gap.detach(), acc.detach()])

@@ -212,13 +212,14 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
     import torch
 
     from .engine import Trainer
+    from .optim import deterministic_algorithms
     from .stacked import StackedTrainer
 
     # Resolved already for local jobs; a cluster's worker resolves "auto", or checks "cuda", on its own hardware.
     device = resolve_device(task.device)
     task = dataclasses.replace(task, device=device, cuda_graphs=task.cuda_graphs and device == "cuda")
     torch.set_num_threads(task.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_algorithms(True, warn_only=True)
     run_ids = [run.config.run_id for run in runs]
     name = stack_id(run_ids, task.stacked)
     folder = checkpoint_dir(Path(task.out))

@@ -187,10 +187,10 @@ class StackedTrainer:
             d_loss, acc = vmap(discriminator_loss)(d_logits[:, :n], d_logits[:, n:])
             loss = loss + self.gamma * tc
         # Summed over runs, each run's parameters get the gradient of its own loss only.
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         loss.sum().backward(inputs=self.vae_leaves, retain_graph=d_loss is not None)
         if d_loss is not None:
-            self.d_opt.zero_grad(set_to_none=True)
+            self.d_opt.zero_grad()
             d_loss.sum().backward(inputs=self.disc_leaves)
         terms = torch.stack([loss.detach(), recon.detach(), kl.detach(), tc.detach(), c, gap.detach(),
                              acc.detach().to(self.dtype)], dim=1)

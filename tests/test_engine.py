@@ -103,8 +103,8 @@ def test_optimizers_step_only_their_own_parameters():
     trainer = Trainer(small("factorvae"), images(32), images(16))
     vae_ids = {id(p) for p in trainer.vae.parameters()}
     d_ids = {id(p) for p in trainer.disc.parameters()}
-    opt_ids = {id(p) for group in trainer.opt.param_groups for p in group["params"]}
-    d_opt_ids = {id(p) for group in trainer.d_opt.param_groups for p in group["params"]}
+    opt_ids = {id(p) for p in trainer.opt.params}
+    d_opt_ids = {id(p) for p in trainer.d_opt.params}
     assert opt_ids == vae_ids and d_opt_ids == d_ids
 
 

@@ -1,0 +1,115 @@
+"""Adam for the trainers, and the determinism switch, without loading torch's compiler stack.
+
+``torch.optim.Adam`` wraps its methods in ``torch._disable_dynamo``, which imports
+``torch._dynamo`` at the first call, and ``torch.use_deterministic_algorithms`` imports
+``torch._inductor``: together over a second of every training process's startup, for a
+compiler the harness never uses. :class:`Adam` keeps the same state, calls the same
+functional kernel (``torch.optim.adam.adam``) with the same arguments, and reads and writes
+``torch.optim.Adam``'s ``state_dict`` format, so its updates and checkpoints are bit for bit
+those of ``torch.optim.Adam``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.adam import adam as adam_update
+
+EPS = 1e-8
+
+
+def _scalar_dtype() -> torch.dtype:
+    # torch.optim keeps an unfused optimiser's step count in the default float dtype's width.
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) over one group of parameters, no weight decay, no amsgrad.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor
+        The leaves to update, in the order of the ``state_dict``'s parameter indices.
+    lr : float
+        Step size.
+    betas : tuple of float
+        Decay rates of the first and second moment estimates.
+    capturable : bool
+        Keep the step counts on the parameters' device, so that a CUDA graph can replay the update.
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], capturable: bool = False):
+        self.params = list(params)
+        self.lr, self.betas, self.capturable = lr, tuple(betas), capturable
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.capturable:
+            step = torch.zeros((), dtype=_scalar_dtype(), device=p.device)
+        else:  # a CPU scalar, so the bias corrections are Python floats, as torch.optim does
+            step = torch.tensor(0.0, dtype=_scalar_dtype())
+        return {"step": step, "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            if not state:
+                state.update(self._new_state(p))
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        adam_update(params, grads, exp_avgs, exp_avg_sqs, [], steps,
+                    foreach=None, capturable=self.capturable, differentiable=False, fused=None,
+                    grad_scale=None, found_inf=None, has_complex=False, decoupled_weight_decay=False,
+                    amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
+                    weight_decay=0.0, eps=EPS, maximize=False)
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (set them to None, as ``torch.optim`` does by default)."""
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        """The state in ``torch.optim.Adam``'s layout: either optimiser loads the other's."""
+        group = {"lr": self.lr, "betas": self.betas, "eps": EPS, "weight_decay": 0.0, "amsgrad": False,
+                 "maximize": False, "foreach": None, "capturable": self.capturable, "differentiable": False,
+                 "fused": None, "decoupled_weight_decay": False, "params": list(range(len(self.params)))}
+        return {"state": {i: dict(state) for i, state in enumerate(self.state) if state},
+                "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        (group,) = state_dict["param_groups"]
+        if len(group["params"]) != len(self.params):
+            raise ValueError(f"the saved optimiser state is for {len(group['params'])} parameters, "
+                             f"this optimiser has {len(self.params)}")
+        self.lr, self.betas = group["lr"], tuple(group["betas"])
+        self.state = [{} for _ in self.params]
+        for index, saved in state_dict["state"].items():
+            position = group["params"].index(index)
+            p, state = self.params[position], self.state[position]
+            for key, value in saved.items():
+                if key != "step":
+                    state[key] = value.to(dtype=p.dtype, device=p.device, copy=True)
+                elif self.capturable:  # the step count lives where a CUDA graph can update it
+                    state[key] = value.to(dtype=torch.float32, device=p.device, copy=True)
+                else:
+                    state[key] = value.to(device="cpu", copy=True)
+
+
+def deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms`` without importing ``torch._inductor``.
+
+    The public function also sets inductor's ``deterministic`` option, which matters only to
+    ``torch.compile``; nothing here compiles.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
