@@ -234,6 +234,26 @@ def traverse(runs, models, seed, dataset, image_index, steps, out, data_root):
            log=lambda path: click.echo(f"wrote {path}"))
 
 
+@cli.command()
+@click.option("--runs", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--data-root", default=None, help="the datasets folder the runs trained on (else $BENCH_DATA, else ~/.cache/bench/data)")
+@click.option("--again", is_flag=True, help="score runs that have scores too, replacing them")
+def metrics(runs, data_root, again):
+    """Disentanglement scores of finished runs on datasets with known factors, from their final weights.
+
+    Runs are scored when they finish; this scores runs whose scores are missing (deleted, or never written).
+    """
+    from . import data
+    from .saved import score_runs
+
+    outcome = score_runs(runs, data.resolve_root(data_root), again, log=click.echo)
+    click.echo(f"scored {len(outcome.scored)}, already scored {len(outcome.already)}, "
+               f"without final weights {len(outcome.no_weights)}, not finished {len(outcome.unfinished)}; "
+               f"scores in {runs}/<dataset>/<model>/seed-<s>/_metrics/")
+    for path in outcome.no_weights:
+        click.echo(f"no final weights (cannot be scored): {path}")
+
+
 def main(argv=None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -134,8 +134,8 @@ def read_metrics(root: Path) -> pd.DataFrame:
         try:
             frames.append(pq.read_table(path, schema=METRICS_SCHEMA).to_pandas())
         except Exception as exc:
-            raise RecordError(f"{path}: not a readable metrics file ({type(exc).__name__}); delete it and run "
-                              "`bench metrics` again") from None
+            raise RecordError(f"{path}: not a readable metrics file ({type(exc).__name__}); delete it, and "
+                              f"bench metrics --runs {root} scores the run again") from None
     return pd.concat(frames, ignore_index=True) if frames else METRICS_SCHEMA.empty_table().to_pandas()
 
 

@@ -31,7 +31,8 @@ from . import data, mosaic
 from .config import RunConfig
 from .disentanglement import encode
 from .errors import BenchError
-from .records import ACTIVE_KL, ADDED_DEFAULTS, config_key, config_rank, publish_atomic, read_tree, weights_path
+from .records import ACTIVE_KL, config_key, config_rank, publish_atomic, read_tree, weights_path
+from .saved import load_vae
 
 STEPS = 11  # -3, -2.4, ..., 3: the paper's range in steps of 0.6
 LIMIT = 3.0  # the paper, section 5.1: traversal "over each individual latent variable dimension from range (-3,3)"
@@ -40,7 +41,6 @@ RECONSTRUCTIONS = 10
 SAMPLE_GRID = 8  # prior samples drawn: SAMPLE_GRID x SAMPLE_GRID
 SAMPLE_SEED = 0  # one seed for every run, so runs with the same latent size decode the same z
 COMPARED = ("factorvae", "cfactorvae")  # the pair the paper sets side by side (Figure 2)
-RETRAIN = "delete them and the run's .parquet record, and bench run trains the run again"
 TITLES = {"vae": "VAE", "betavae": "beta-VAE", "cvae": "CVAE", "factorvae": "FactorVAE",
           "cfactorvae": "CFactorVAE", "cvae-burgess": "CVAE (Burgess)"}
 
@@ -200,25 +200,6 @@ class LoadedRun:
     @property
     def caption(self) -> str:
         return f"{TITLES.get(self.config.model, self.config.model)}, {self.config.dataset}, seed {self.config.seed}"
-
-
-def load_vae(weights: Path) -> tuple[RunConfig, VAE]:
-    """The configuration and network stored in a run's final-weights file, on the CPU, in eval mode."""
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        config = RunConfig.from_dict({**ADDED_DEFAULTS, **state["config"]})
-    # A damaged file reaches torch.load's caller as any of several types (zip, pickle, EOF, OS errors),
-    # and a config of another version as a TypeError from the dataclass.
-    except Exception as exc:  # noqa: BLE001
-        raise BenchError(f"weights {weights} are unreadable ({type(exc).__name__}); {RETRAIN}") from None
-    channels, size = data.DATASETS[config.dataset].channels, data.DATASETS[config.dataset].image_size
-    vae = VAE(config.z_dim, channels, size, getattr(torch, config.dtype))
-    try:
-        vae.load_state_dict(state["vae"])
-    except (KeyError, RuntimeError) as exc:
-        raise BenchError(f"weights {weights} do not fit the network of their config ({type(exc).__name__}); "
-                         f"{RETRAIN}") from None
-    return config, vae.eval()
 
 
 def _chosen_configs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """A run on a dataset with known factors is scored when it finishes, and the report tests the scores."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import torch
 from bench.config import METRIC_COUNTS, resolve
 from bench.data import ground_truth, render_dsprites
 from bench.disentanglement import counts_for, metric_rows, posterior_means
-from bench.records import METRICS_SCHEMA, metrics_path, read_tree
+from bench.errors import BenchError
+from bench.records import METRICS_SCHEMA, metrics_path, read_tree, weights_path
 from bench.report import compare_scores, summarise_scores
+from bench.saved import score_runs
 from models.nets import VAE
 
 SCORES = {"factorvae_score", "mig", "dci_disentanglement", "sap"}
@@ -97,3 +100,37 @@ def test_the_score_table_and_tests_match_hand_computed_numbers():
     assert test["df"] == pytest.approx(0.0004 / 0.00015)
     # The only test that could run is the whole Holm family.
     assert test["p_holm"] == pytest.approx(test["p"])
+
+
+def _scores(record: Path) -> pd.DataFrame:
+    return pd.read_parquet(metrics_path(record)).drop(columns="seconds")
+
+
+def test_bench_metrics_scores_runs_whose_scores_are_gone_and_gets_the_same_numbers(scored, tmp_path):
+    runs_root = tmp_path / "runs"
+    shutil.copytree(scored / "runs", runs_root)
+    records = sorted(Path(p) for p in read_tree(runs_root)[1]["path"])
+    before = {record: _scores(record) for record in records}
+    lost, gone = records[0], records[1]
+    metrics_path(lost).unlink()
+    metrics_path(gone).unlink()
+    weights_path(gone).unlink()
+
+    done = bench("metrics", "--runs", str(runs_root), "--data-root", str(scored / "no-data"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "scored 1, already scored 2, without final weights 1, not finished 0" in done.stdout
+    assert f"no final weights (cannot be scored): {gone}" in done.stdout
+    pd.testing.assert_frame_equal(_scores(lost), before[lost])
+    assert not metrics_path(gone).exists()
+
+    again = bench("metrics", "--runs", str(runs_root), "--data-root", str(scored / "no-data"), "--again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "scored 3, already scored 0, without final weights 1" in again.stdout
+    for record in (r for r in records if r != gone):
+        pd.testing.assert_frame_equal(_scores(record), before[record])
+
+
+def test_bench_metrics_on_runs_without_factors_says_there_is_nothing_to_score(tmp_path):
+    mnist = Path(__file__).resolve().parents[1] / "results" / "records" / "mnist-paper-e5-cpu"
+    with pytest.raises(BenchError, match=r"no run under .* is on a dataset with known factors \(dsprites\)"):
+        score_runs(mnist, tmp_path)

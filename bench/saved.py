@@ -1,0 +1,90 @@
+"""Finished runs loaded back from their final weights: for pictures (:mod:`bench.traverse`) and
+for scoring after training (``bench metrics``).
+
+A run scored after training gets the same rows as one scored when it finished
+(:func:`bench.disentanglement.metric_rows`, fixed metric seed): its weights are the same, and on
+the same machine and threads so are the scores. Give the data root the runs trained on: without
+dSprites' file the ground truth is the generated dSprites, with it the real one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.nets import VAE
+
+from . import data
+from .config import RunConfig
+from .errors import BenchError
+from .records import ADDED_DEFAULTS, metrics_path, read_tree, weights_path, write_metrics
+
+RETRAIN = "delete them and the run's .parquet record, and bench run trains the run again"
+
+
+def load_vae(weights: Path) -> tuple[RunConfig, VAE]:
+    """The configuration and network stored in a run's final-weights file, on the CPU, in eval mode."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        config = RunConfig.from_dict({**ADDED_DEFAULTS, **state["config"]})
+    # A damaged file reaches torch.load's caller as any of several types (zip, pickle, EOF, OS errors),
+    # and a config of another version as a TypeError from the dataclass.
+    except Exception as exc:  # noqa: BLE001
+        raise BenchError(f"weights {weights} are unreadable ({type(exc).__name__}); {RETRAIN}") from None
+    channels, size = data.DATASETS[config.dataset].channels, data.DATASETS[config.dataset].image_size
+    vae = VAE(config.z_dim, channels, size, getattr(torch, config.dtype))
+    try:
+        vae.load_state_dict(state["vae"])
+    except (KeyError, RuntimeError) as exc:
+        raise BenchError(f"weights {weights} do not fit the network of their config ({type(exc).__name__}); "
+                         f"{RETRAIN}") from None
+    return config, vae.eval()
+
+
+@dataclass
+class Scoring:
+    """What ``bench metrics`` did with each run it looked at, as lists of record paths."""
+
+    scored: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)  # had scores, and --again was not given
+    no_weights: list[str] = field(default_factory=list)  # finished, but its final weights are gone
+    unfinished: list[str] = field(default_factory=list)  # running or diverged: never scored
+
+
+def score_runs(runs_root: Path, data_root: Path, again: bool = False, log=lambda line: None) -> Scoring:
+    """Score the finished runs under ``runs_root`` on datasets with known factors.
+
+    Each run's rows go to its ``_metrics`` file (published atomically); runs that have one are left
+    alone unless ``again``. Raises BenchError when no run there is on such a dataset.
+    """
+    from .disentanglement import metric_rows
+
+    _, runs = read_tree(runs_root)
+    truths = {name: data.ground_truth(name, data_root) for name in sorted(set(runs["dataset"]))}
+    runs = runs[runs["dataset"].map(lambda name: truths[name] is not None)]
+    if runs.empty:
+        with_factors = ", ".join(name for name, spec in data.DATASETS.items() if spec.ground_truth is not None)
+        raise BenchError(f"no run under {runs_root} is on a dataset with known factors ({with_factors}); "
+                         "there is nothing to score")
+    outcome = Scoring()
+    todo = []
+    for run in runs.sort_values(["dataset", "model", "seed", "run_id"]).to_dict("records"):
+        record = Path(run["path"])
+        if run["status"] != "finished":
+            outcome.unfinished.append(str(record))
+        elif not weights_path(record).is_file():
+            outcome.no_weights.append(str(record))
+        elif metrics_path(record).is_file() and not again:
+            outcome.already.append(str(record))
+        else:
+            todo.append((run, record))
+    for done, (run, record) in enumerate(todo, start=1):
+        config, vae = load_vae(weights_path(record))
+        rows = metric_rows(config, vae, truths[config.dataset], run["profile"])
+        write_metrics(metrics_path(record), rows)
+        outcome.scored.append(str(record))
+        values = "  ".join(f"{row['metric']} {row['value']:.3f}" for row in rows)
+        log(f"[{done}/{len(todo)} {config.model} {config.dataset} seed={config.seed}] {values}")
+    return outcome
