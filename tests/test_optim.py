@@ -40,10 +40,10 @@ def test_first_update_is_lr_against_the_gradient_sign():
     assert p.detach().tolist() == pytest.approx(expected, rel=1e-15)
 
 
-def _pair(dtype):
+def _pair(dtype, device="cpu"):
     torch.manual_seed(0)
     shapes = [(4, 3), (3,), (2, 2, 3)]
-    ours = [torch.randn(s, dtype=dtype, requires_grad=True) for s in shapes]
+    ours = [torch.randn(s, dtype=dtype).to(device).requires_grad_() for s in shapes]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
     return ours, theirs
 
@@ -52,20 +52,27 @@ def _steps(ours, theirs, opt, ref, n, seed, skip=None):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
         for i, (a, b) in enumerate(zip(ours, theirs)):
-            grad = None if i == skip else torch.randn(a.shape, dtype=a.dtype, generator=g)
+            grad = None if i == skip else torch.randn(a.shape, dtype=a.dtype, generator=g).to(a.device)
             a.grad, b.grad = grad, None if grad is None else grad.clone()
         opt.step()
         ref.step()
 
 
+ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_same_bits_as_torch_optim_adam(dtype):
-    ours, theirs = _pair(dtype)
-    opt, ref = Adam(ours, LR, BETAS), torch.optim.Adam(theirs, lr=LR, betas=BETAS)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
+def test_same_bits_as_torch_optim_adam(dtype, device):
+    # On a GPU both are capturable, as the trainers build them there (bench.engine.adam).
+    capturable = device == "cuda"
+    ours, theirs = _pair(dtype, device)
+    opt = Adam(ours, LR, BETAS, capturable=capturable)
+    ref = torch.optim.Adam(theirs, lr=LR, betas=BETAS, capturable=capturable)
     _steps(ours, theirs, opt, ref, 7, seed=1, skip=1)  # a parameter without a gradient is left alone
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
-    assert torch.equal(ours[1], _pair(dtype)[0][1]) and 1 not in opt.state_dict()["state"]
+    assert torch.equal(ours[1], _pair(dtype, device)[0][1]) and 1 not in opt.state_dict()["state"]
     for i, state in opt.state_dict()["state"].items():
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(state[key], ref.state_dict()["state"][i][key])
