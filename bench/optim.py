@@ -2,8 +2,8 @@
 
 ``torch.optim.Adam`` wraps its methods in ``torch._disable_dynamo``, which imports
 ``torch._dynamo`` at the first call, and ``torch.use_deterministic_algorithms`` imports
-``torch._inductor``: together over a second of every training process's startup, for a
-compiler the harness never uses. :class:`Adam` keeps the same state, calls the same
+``torch._inductor``: together 1.9 s of every training process's startup on a 2-core machine
+(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state, calls the same
 functional kernel (``torch.optim.adam.adam``) with the same arguments, and reads and writes
 ``torch.optim.Adam``'s ``state_dict`` format, so its updates and checkpoints are bit for bit
 those of ``torch.optim.Adam``.
@@ -64,9 +64,9 @@ class Adam:
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             steps.append(state["step"])
-        adam_update(params, grads, exp_avgs, exp_avg_sqs, [], steps,
-                    foreach=None, capturable=self.capturable, differentiable=False, fused=None,
-                    grad_scale=None, found_inf=None, has_complex=False, decoupled_weight_decay=False,
+        # The other options keep their defaults, which are torch.optim.Adam's: foreach or not is
+        # chosen from the devices (foreach on a GPU), and nothing is fused, complex or differentiable.
+        adam_update(params, grads, exp_avgs, exp_avg_sqs, [], steps, capturable=self.capturable,
                     amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
                     weight_decay=0.0, eps=EPS, maximize=False)
 
