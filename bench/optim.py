@@ -3,10 +3,10 @@
 ``torch.optim.Adam`` wraps its methods in ``torch._disable_dynamo``, which imports
 ``torch._dynamo`` at the first call, and ``torch.use_deterministic_algorithms`` imports
 ``torch._inductor``: together 1.9 s of every training process's startup on a 2-core machine
-(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state, calls the same
-functional kernel (``torch.optim.adam.adam``) with the same arguments, and reads and writes
-``torch.optim.Adam``'s ``state_dict`` format, so its updates and checkpoints are bit for bit
-those of ``torch.optim.Adam``.
+(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state,
+calls the same functional kernel (``torch.optim.adam.adam``) with the same settings, and reads
+and writes ``torch.optim.Adam``'s ``state_dict`` layout, so its updates and checkpoints are bit
+for bit those of ``torch.optim.Adam`` (tested).
 """
 
 from __future__ import annotations
