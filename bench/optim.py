@@ -3,10 +3,12 @@
 ``torch.optim.Adam`` wraps its methods in ``torch._disable_dynamo``, which imports
 ``torch._dynamo`` at the first call, and ``torch.use_deterministic_algorithms`` imports
 ``torch._inductor``: together 1.9 s of every training process's startup on a 2-core machine
-(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state,
-calls the same functional kernel (``torch.optim.adam.adam``) with the same settings, and reads
-and writes ``torch.optim.Adam``'s ``state_dict`` layout, so its updates and checkpoints are bit
-for bit those of ``torch.optim.Adam`` (tested).
+(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state
+and reads and writes ``torch.optim.Adam``'s ``state_dict`` layout. On a GPU it calls the same
+functional kernel (``torch.optim.adam.adam``) with the same settings; on the CPU it makes the
+same tensor operations in the same order, but writes the denominator into a buffer kept
+between updates. Its updates and checkpoints are bit for bit those of ``torch.optim.Adam``
+(tested).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Adam:
         self.params = list(params)
         self.lr, self.betas, self.capturable = lr, tuple(betas), capturable
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self._denominators: list[torch.Tensor] | None = None  # scratch for the CPU update, made at its first call
 
     def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.capturable:
@@ -53,6 +56,9 @@ class Adam:
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter that has a gradient."""
+        if not self.capturable and all(p.device.type == "cpu" for p in self.params):
+            self._cpu_step()
+            return
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for p, state in zip(self.params, self.state):
             if p.grad is None:
@@ -69,6 +75,32 @@ class Adam:
         adam_update(params, grads, exp_avgs, exp_avg_sqs, [], steps, capturable=self.capturable,
                     amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
                     weight_decay=0.0, eps=EPS, maximize=False)
+
+    def _cpu_step(self) -> None:
+        """``torch.optim.adam._single_tensor_adam``'s operations, the denominator written in place.
+
+        torch.optim allocates ``sqrt(v)`` and its quotient afresh at every update: for the
+        discriminator's 1000 x 1000 weights that is 8 MB a layer, new pages from the kernel
+        each time, and it made up a fifth of a FactorVAE update on 2 CPU cores (BENCHMARKS.md).
+        The buffer is scratch space, not state: it is not saved.
+        """
+        beta1, beta2 = self.betas
+        if self._denominators is None:
+            self._denominators = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self.params]
+        for p, state, scratch in zip(self.params, self.state, self._denominators):
+            if p.grad is None:
+                continue
+            if not state:
+                state.update(self._new_state(p))
+            grad, exp_avg, exp_avg_sq = p.grad, state["exp_avg"], state["exp_avg_sq"]
+            state["step"] += 1
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step = state["step"].item()
+            step_size = self.lr / (1 - beta1**step)
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            denom = torch.sqrt(exp_avg_sq, out=scratch).div_(bias_correction2_sqrt).add_(EPS)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
 
     def zero_grad(self) -> None:
         """Drop the gradients (set them to None, as ``torch.optim`` does by default)."""
@@ -94,8 +126,8 @@ class Adam:
             position = group["params"].index(index)
             p, state = self.params[position], self.state[position]
             for key, value in saved.items():
-                if key != "step":
-                    state[key] = value.to(dtype=p.dtype, device=p.device, copy=True)
+                if key != "step":  # in the parameter's memory layout, whatever the saved one
+                    state[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
                 elif self.capturable:  # the step count lives where a CUDA graph can update it
                     state[key] = value.to(dtype=torch.float32, device=p.device, copy=True)
                 else:

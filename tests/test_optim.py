@@ -42,8 +42,10 @@ def test_first_update_is_lr_against_the_gradient_sign():
 
 def _pair(dtype, device="cpu"):
     torch.manual_seed(0)
-    shapes = [(4, 3), (3,), (2, 2, 3)]
+    # Large enough for the vectorised loops and their tails, and one in the convolutions' channels-last layout.
+    shapes = [(4, 3), (3,), (2, 2, 3), (33, 65), (8, 3, 4, 4)]
     ours = [torch.randn(s, dtype=dtype).to(device).requires_grad_() for s in shapes]
+    ours[-1] = ours[-1].detach().to(memory_format=torch.channels_last).requires_grad_()
     theirs = [p.detach().clone().requires_grad_() for p in ours]
     return ours, theirs
 
@@ -111,7 +113,7 @@ def test_loaded_state_is_a_copy():
 
 def test_load_rejects_a_state_for_other_parameters():
     ours, _ = _pair(torch.float32)
-    with pytest.raises(ValueError, match="for 3 parameters, this optimiser has 2"):
+    with pytest.raises(ValueError, match="for 5 parameters, this optimiser has 2"):
         Adam(ours[:2], LR, BETAS).load_state_dict(Adam(ours, LR, BETAS).state_dict())
 
 
@@ -140,3 +142,16 @@ def test_training_never_imports_the_compiler():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_loaded_state_takes_the_parameters_layout():
+    flat = torch.randn(8, 3, 4, 4).requires_grad_()
+    saved = Adam([flat], LR, BETAS)
+    flat.grad = torch.randn_like(flat)
+    saved.step()
+    p = flat.detach().to(memory_format=torch.channels_last).requires_grad_()
+    opt = Adam([p], LR, BETAS)
+    opt.load_state_dict(saved.state_dict())
+    for key in ("exp_avg", "exp_avg_sq"):
+        loaded, original = opt.state_dict()["state"][0][key], saved.state_dict()["state"][0][key]
+        assert loaded.is_contiguous(memory_format=torch.channels_last) and torch.equal(loaded, original)
