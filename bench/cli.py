@@ -131,10 +131,12 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
     """Images per second of one training step of each objective, or (--against-usual) the engine against the usual loop."""
     import torch
 
+    from .malloc import keep_freed_memory
     from .plan import parse_names
     from .runner import resolve_device
     from .speed import measure
 
+    keep_freed_memory()  # as bench run's trainers do, so the update steps timed here are theirs
     try:
         sizes = tuple(int(k) for k in stack_sizes.split(","))
     except ValueError:

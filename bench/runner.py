@@ -212,6 +212,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
     import torch
 
     from .engine import Trainer
+    from .malloc import keep_freed_memory
     from .optim import deterministic_algorithms
     from .stacked import StackedTrainer
 
@@ -220,6 +221,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
     task = dataclasses.replace(task, device=device, cuda_graphs=task.cuda_graphs and device == "cuda")
     torch.set_num_threads(task.threads)
     deterministic_algorithms(True, warn_only=True)
+    keep_freed_memory()
     run_ids = [run.config.run_id for run in runs]
     name = stack_id(run_ids, task.stacked)
     folder = checkpoint_dir(Path(task.out))
