@@ -18,6 +18,7 @@ from models.nets import VAE
 
 from . import data
 from .config import RunConfig
+from .engine import conv_layout
 from .errors import BenchError
 from .records import ADDED_DEFAULTS, metrics_path, read_tree, weights_path, write_metrics
 
@@ -40,7 +41,7 @@ def load_vae(weights: Path) -> tuple[RunConfig, VAE]:
     except (KeyError, RuntimeError) as exc:
         raise BenchError(f"weights {weights} do not fit the network of their config ({type(exc).__name__}); "
                          f"{RETRAIN}") from None
-    return config, vae.eval()
+    return config, conv_layout(vae).eval()
 
 
 @dataclass

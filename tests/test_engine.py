@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.config import resolve
-from bench.engine import Trainer, exact_float32, stream_seed, train
+from bench.engine import Trainer, conv_layout, exact_float32, stream_seed, train
 from models.objectives import (
     PRESETS,
     bernoulli_nll,
@@ -242,7 +242,7 @@ def test_saved_weights_load_into_a_fresh_model(tmp_path):
     trainer.run_epoch()
     path = tmp_path / "_weights" / "run.pt"
     save_weights(path, {"vae": trainer.vae.state_dict()})
-    fresh = VAE(6)
+    fresh = conv_layout(VAE(6))  # the layout the trainer and bench.saved.load_vae use
     fresh.load_state_dict(torch.load(path)["vae"])
     x, eps = images(4).float() / 255, torch.randn(4, 6)
     with torch.no_grad():
@@ -281,3 +281,15 @@ def test_float32_on_a_gpu_is_ieee_float32_not_tf32():
         assert (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
     finally:
         conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
+
+
+def test_float32_convolutions_train_channels_last_on_the_cpu_and_float64_ones_do_not():
+    def layouts(dtype):
+        trainer = Trainer(small("vae", epochs=1, dtype=dtype), images(32), images(16))
+        convs = [p for p in trainer.vae.parameters() if p.dim() == 4]
+        return ([p.is_contiguous(memory_format=torch.channels_last) for p in convs],
+                [p.is_contiguous() for p in convs])
+
+    channels_last, default = layouts("float32")
+    assert all(channels_last) and default.count(False) >= 4  # one input channel is both layouts at once
+    assert all(layouts("float64")[1])
