@@ -8,14 +8,20 @@ streams and its evaluation, so a run draws exactly the numbers it draws when tra
 only the update runs stacked, through ``torch.func.vmap`` over ``functional_call``. Adam is
 elementwise, so one Adam over the stacked tensors is each run's own Adam.
 
+That vectorised update is for GPUs, where one update of these small networks is bound by kernel
+launches, not arithmetic. On a CPU a stack is trained in lockstep instead: each update is every
+run's own solo update, one after the other, so a stacked run's records are its solo records bit
+for bit. There one run already keeps the cores busy, and vmap's grouped convolutions run slower
+than one plain convolution per run (BENCHMARKS.md). The checkpoint is the same either way.
+
 On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
 CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
 and the runs' noise) is written into fixed input buffers first, eagerly, from each run's own
 generators. Adam on a GPU is capturable for every run (:func:`bench.engine.adam`), so a graphed
 stack repeats the bits of the same stack trained eagerly.
 
-A stacked run's records equal its solo run's up to floating-point rounding: vectorised
-convolutions and matrix products sum in another order. In the smoke profile they agree to
+A vectorised stack's records equal its runs' solo records up to floating-point rounding:
+vectorised convolutions and matrix products sum in another order. In the smoke profile they agree to
 1e-9 relative in float64, and in float32 to 1e-4 relative or, for the terms near zero, 1e-5
 nats (KL) and 1e-4 nats (TC) absolute (tested, native and generic kernels).
 """
@@ -85,6 +91,24 @@ class CapturedStep:
         return self.output
 
 
+def stack_adam_states(states: list[dict]) -> dict:
+    """One Adam state for stacked parameters from the runs' own (same parameters, same step counts)."""
+    first = states[0]
+    stacked = {}
+    for index, entry in first["state"].items():
+        stacked[index] = {"step": entry["step"].clone(),
+                          **{key: torch.stack([s["state"][index][key] for s in states])
+                             for key in entry if key != "step"}}
+    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+def adam_state_of_run(state: dict, k: int) -> dict:
+    """Run ``k``'s own Adam state, cut from the state of stacked parameters."""
+    return {"state": {index: {key: value if key == "step" else value[k] for key, value in entry.items()}
+                      for index, entry in state["state"].items()},
+            "param_groups": copy.deepcopy(state["param_groups"])}
+
+
 def _permute_stacked(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Each run's columns shuffled across its batch by its own keys (see models.objectives.permute_dims)."""
     return torch.gather(z, 1, keys.argsort(dim=1))
@@ -94,14 +118,27 @@ class StackedTrainer:
     """Several runs' models and optimisers, advanced one epoch at a time as one program."""
 
     def __init__(self, configs: list[RunConfig], train_images: torch.Tensor, test_images: torch.Tensor, device="cpu",
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, vectorised: bool | None = None):
         if len({stack_key(c) for c in configs}) != 1:
             raise ValueError("the runs of a stack must share " + ", ".join(SHARED_FIELDS) + " and the discriminator")
+        kind = torch.device(device).type
+        self.vectorised = kind != "cpu" if vectorised is None else vectorised
+        self.cuda_graphs = kind == "cuda" and self.vectorised if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and kind != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        if self.cuda_graphs and not self.vectorised:
+            raise ValueError("CUDA graphs replay a vectorised update")
         self.runs = [Trainer(c, train_images, test_images, device) for c in configs]
         first = self.runs[0]
         self.config, self.device, self.dtype = first.config, first.device, first.dtype
         self.train_images, self.steps_per_epoch = first.train_images, first.steps_per_epoch
         self.has_disc = first.disc is not None
+        if self.vectorised:
+            self._stack_networks(train_images.shape[1:])
+
+    def _stack_networks(self, image_shape) -> None:
+        """The runs' weights and optimiser states as stacked tensors, and the buffers of one vectorised update."""
+        first = self.runs[0]
         self.w_kl, self.w_cap, self.gamma = torch.tensor(
             [[t.objective.w_kl, t.objective.w_cap, t.objective.gamma] for t in self.runs], device=self.device, dtype=self.dtype
         ).unbind(1)
@@ -110,9 +147,6 @@ class StackedTrainer:
         self.vae_params, _ = stack_module_state([t.vae for t in self.runs])
         self.vae_leaves = list(self.vae_params.values())
         self.vae_shape = copy.deepcopy(first.vae).to("meta")
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        if self.cuda_graphs and self.device.type != "cuda":
-            raise ValueError("CUDA graphs need a CUDA device")
         self.opt = adam(self.vae_leaves, self.config.lr, (self.config.beta1, self.config.beta2), self.device)
         if self.has_disc:
             # Detached views share storage with the stacked weights, so they follow every Adam step.
@@ -126,7 +160,7 @@ class StackedTrainer:
         # The inputs of one update, refilled in place before each: a captured graph reads them where they are.
         k, bs, z_dim = len(self.runs), self.config.batch_size, self.config.z_dim
         on = {"device": self.device, "dtype": self.dtype}
-        self.x = torch.empty((k, bs, *train_images.shape[1:]), **on)
+        self.x = torch.empty((k, bs, *image_shape), **on)
         self.c = torch.empty(k, **on)
         self.eps = torch.empty(k, bs, z_dim, **on)
         if self.has_disc:
@@ -208,6 +242,9 @@ class StackedTrainer:
         """One update of every run: ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t)
         (a row of :meth:`capacities`). Returns the terms and per-dimension KLs, ``(runs, len(TERMS) + z_dim)``,
         valid until the next step."""
+        if not self.vectorised:  # each run's solo update, which works out its own C(t)
+            return torch.stack([t.train_step(x[k], None if x_other is None else x_other[k])
+                                for k, t in enumerate(self.runs)])
         self._fill(x, x_other, c)
         terms = self._update_once()
         for t in self.runs:
@@ -217,6 +254,8 @@ class StackedTrainer:
     @torch.no_grad()
     def _publish_weights(self) -> None:
         """Copy each run's slice of the stacked weights into its own networks, which evaluate and get saved."""
+        if not self.vectorised:  # the runs' own networks are the ones trained
+            return
         for k, t in enumerate(self.runs):
             for name, p in t.vae.named_parameters():
                 p.copy_(self.vae_params[name][k])
@@ -225,9 +264,20 @@ class StackedTrainer:
                     p.copy_(self.disc_params[name][k])
 
     def state_dict(self) -> dict:
-        """Everything the stack needs to continue bit for bit: stacked weights, optimisers, each run's streams."""
-        state = {"progress": [t.progress_state() for t in self.runs],
-                 "vae": {name: p.detach() for name, p in self.vae_params.items()}, "opt": self.opt.state_dict()}
+        """Everything the stack needs to continue bit for bit: stacked weights, optimisers, each run's streams.
+
+        A lockstep stack saves its runs' networks and optimisers stacked too, so either kind of
+        stack loads the other's state.
+        """
+        state = {"progress": [t.progress_state() for t in self.runs]}
+        if not self.vectorised:
+            nets = [("vae", "opt")] + ([("disc", "d_opt")] if self.has_disc else [])
+            for net, opt in nets:
+                stacked, _ = stack_module_state([getattr(t, net) for t in self.runs])
+                state[net] = {name: p.detach() for name, p in stacked.items()}
+                state[opt] = stack_adam_states([getattr(t, opt).state_dict() for t in self.runs])
+            return state
+        state.update(vae={name: p.detach() for name, p in self.vae_params.items()}, opt=self.opt.state_dict())
         if self.has_disc:
             state.update(disc={name: p.detach() for name, p in self.disc_params.items()}, d_opt=self.d_opt.state_dict())
         return state
@@ -237,6 +287,14 @@ class StackedTrainer:
         """Restore :meth:`state_dict` in place (the weights keep their storage, which a graph would read)."""
         for t, progress in zip(self.runs, state["progress"], strict=True):
             t.load_progress_state(progress)
+        if not self.vectorised:
+            nets = [("vae", "opt")] + ([("disc", "d_opt")] if self.has_disc else [])
+            for k, t in enumerate(self.runs):
+                for net, opt in nets:
+                    for name, p in getattr(t, net).named_parameters():
+                        p.copy_(state[net][name][k])
+                    getattr(t, opt).load_state_dict(adam_state_of_run(state[opt], k))
+            return
         for name, p in self.vae_params.items():
             p.copy_(state["vae"][name])
         self.opt.load_state_dict(state["opt"])

@@ -1,4 +1,5 @@
-"""Runs trained as one stack give the numbers they give alone, up to rounding, and stay independent."""
+"""Runs trained as one stack give the numbers they give alone (a vectorised stack up to rounding, a
+lockstep one bit for bit) and stay independent; either kind of stack resumes from the other's state."""
 
 import math
 
@@ -25,8 +26,8 @@ def solo(config, train_images, test_images):
     return [row for result, _ in train(config, train_images, test_images) for row in result.rows]
 
 
-def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None):
-    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs)
+def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None, vectorised=True):
+    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs, vectorised)
     rows = {c.run_id: [] for c in configs}
     for _ in range(configs[0].epochs):
         for config, result in zip(configs, trainer.run_epoch()):
@@ -66,6 +67,27 @@ def test_a_stacked_run_gives_its_solo_numbers(dtype, rtol, models):
         assert_close(together[config.run_id], solo(config, train_images, test_images), rtol)
 
 
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("models", [("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")])
+def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(dtype, models):
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small(model, seed, dtype=dtype) for model in models for seed in (0, 1)]
+    together = stacked(configs, train_images, test_images, vectorised=False)
+    for config in configs:
+        assert without_seconds(together[config.run_id]) == without_seconds(solo(config, train_images, test_images))
+
+
+def test_a_cpu_stack_is_lockstep_unless_asked():
+    assert not StackedTrainer([small("vae", 0)], images(32), images(16)).vectorised
+    assert StackedTrainer([small("vae", 0)], images(32), images(16), vectorised=True).vectorised
+    with pytest.raises(ValueError, match="vectorised"):
+        StackedTrainer([small("vae", 0)], images(32), images(16), "cuda", cuda_graphs=True, vectorised=False)
+
+
 def test_a_run_does_not_depend_on_what_it_is_stacked_with():
     train_images, test_images = images(64), images(40, seed=1)
     alone = stacked([small("cfactorvae", 3, dtype="float64")], train_images, test_images)
@@ -85,12 +107,13 @@ def test_runs_that_differ_in_shape_or_optimiser_cannot_share_a_stack():
         StackedTrainer([small("vae", 0), small("vae", 1, z_dim=8)], images(32), images(16))
 
 
-def test_a_stack_repeats_its_bits():
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_a_stack_repeats_its_bits(vectorised):
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0), small("cfactorvae", 1)]
-    first, second = stacked(configs, train_images, test_images), stacked(configs, train_images, test_images)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert all(drop(first[c.run_id]) == drop(second[c.run_id]) for c in configs)
+    first = stacked(configs, train_images, test_images, vectorised=vectorised)
+    second = stacked(configs, train_images, test_images, vectorised=vectorised)
+    assert all(without_seconds(first[c.run_id]) == without_seconds(second[c.run_id]) for c in configs)
 
 
 def test_cuda_graphs_need_a_cuda_device():
@@ -124,19 +147,47 @@ def test_a_graphed_stack_gives_its_solo_numbers(models):
         assert_close(together[config.run_id], alone, 1e-4)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
-def test_a_stack_restored_from_its_state_continues_with_the_same_bits(device, tmp_path):
+@pytest.mark.parametrize("device, vectorised", [("cpu", True), ("cpu", False), pytest.param("cuda", True, marks=needs_cuda)])
+def test_a_stack_restored_from_its_state_continues_with_the_same_bits(device, vectorised, tmp_path):
     from bench.records import load_checkpoint, save_checkpoint
 
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0, epochs=3), small("cfactorvae", 1, epochs=3)]
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    whole = StackedTrainer(configs, train_images, test_images, device)
-    first = StackedTrainer(configs, train_images, test_images, device)
+    whole = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
+    first = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
     for _ in range(2):
         whole.run_epoch(), first.run_epoch()
     save_checkpoint(tmp_path / "c.pt", {"trainer": first.state_dict()})
-    restored = StackedTrainer(configs, train_images, test_images, device)
+    restored = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
     restored.load_state_dict(load_checkpoint(tmp_path / "c.pt")["trainer"])
     expected, got = whole.run_epoch(), restored.run_epoch()
-    assert [drop(r.rows) for r in got] == [drop(r.rows) for r in expected]
+    assert [without_seconds(r.rows) for r in got] == [without_seconds(r.rows) for r in expected]
+
+
+def assert_same_state(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("source", [True, False])
+def test_either_kind_of_stack_loads_the_others_state(source):
+    train_images, test_images = images(64), images(40, seed=1)
+    configs = [small("factorvae", 0), small("cfactorvae", 1)]
+    trained = StackedTrainer(configs, train_images, test_images, vectorised=source)
+    trained.run_epoch()
+    other = StackedTrainer(configs, train_images, test_images, vectorised=not source)
+    other.load_state_dict(trained.state_dict())
+    assert_same_state(other.state_dict(), trained.state_dict())
+    for mine, theirs in zip(other.runs, trained.runs):  # the networks that evaluate and get saved
+        for net in ("vae", "disc"):
+            assert_same_state(getattr(mine, net).state_dict(), getattr(theirs, net).state_dict())
