@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from bench.malloc import keep_freed_memory
-
 GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
 # Page faults per VAE update at batch 64, after a few updates to settle, in a fresh process.
@@ -45,7 +43,3 @@ def test_kept_memory_ends_the_page_faults_of_an_update():
     assert kept < 300
     assert default > 10 * kept
 
-
-@GLIBC
-def test_settings_are_accepted():
-    assert keep_freed_memory() is True
