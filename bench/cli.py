@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -271,5 +274,30 @@ def main(argv=None) -> None:
         sys.exit(2)
 
 
+def entry() -> None:
+    """The ``bench`` command: :func:`main`, then an exit that skips tearing the interpreter down.
+
+    Finalising an interpreter that has loaded torch, pandas and pyarrow took 1.3 to 2 s on 2 CPU
+    cores (BENCHMARKS.md), longer than many a command's own work, and does nothing a finished
+    command needs: by then every record and checkpoint is closed and renamed into place. So the
+    exit handlers run, the streams are flushed, and the process ends. Where a thread is still
+    running (a cluster client, a pool's manager), the ordinary exit waits for it instead.
+    """
+    code: int | str | None = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    if isinstance(code, str):  # as sys.exit reports a message
+        click.echo(code, err=True)
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

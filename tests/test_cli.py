@@ -158,3 +158,60 @@ def test_unwritable_out(tmp_path, monkeypatch, capsys):
 def test_report_errors_are_one_line(tmp_path, monkeypatch, capsys):
     code, err = bench_here(monkeypatch, capsys, "report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md"))
     assert code == 2 and "no run files" in err and err.count("\n") == 1
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("outcome, code", [(None, 0), (2, 2), ("bench: gone", 1)])
+def test_the_command_runs_exit_handlers_then_leaves_with_mains_code(monkeypatch, outcome, code):
+    import atexit
+
+    import bench.cli
+
+    seen = []
+
+    def fake_main():
+        if outcome is not None:
+            raise SystemExit(outcome)
+
+    def fake_exit(value):
+        seen.append(value)
+        raise _Exited
+
+    monkeypatch.setattr(bench.cli, "main", fake_main)
+    # The real handlers are this test process's own: they must not run here.
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: seen.append("exit handlers"))
+    monkeypatch.setattr(bench.cli.os, "_exit", fake_exit)
+    with pytest.raises(_Exited):
+        bench.cli.entry()
+    assert seen == ["exit handlers", code]
+
+
+def test_the_command_waits_for_a_running_thread_with_an_ordinary_exit(monkeypatch):
+    import threading
+
+    import bench.cli
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    monkeypatch.setattr(bench.cli, "main", lambda: None)
+    monkeypatch.setattr(bench.cli.os, "_exit", lambda value: pytest.fail("left without waiting for the thread"))
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            bench.cli.entry()
+        assert exit_.value.code == 0
+    finally:
+        release.set()
+        worker.join()
+
+
+def test_a_real_command_process_flushes_and_runs_its_exit_handlers():
+    code = ("import atexit, sys; atexit.register(print, 'handler ran'); sys.argv = ['bench', 'run', '--jobs', '0']; "
+            "from bench.cli import entry; entry()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "bench: error: --jobs 0: need at least 1"
+    assert result.stdout == "handler ran\n"
