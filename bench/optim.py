@@ -81,7 +81,7 @@ class Adam:
 
         torch.optim allocates ``sqrt(v)`` and its quotient afresh at every update: for the
         discriminator's 1000 x 1000 weights that is 8 MB a layer, new pages from the kernel
-        each time, and it made up a fifth of a FactorVAE update on 2 CPU cores (BENCHMARKS.md).
+        each time: those two operations took a seventh of a FactorVAE update on 2 CPU cores (BENCHMARKS.md).
         The buffer is scratch space, not state: it is not saved.
         """
         beta1, beta2 = self.betas

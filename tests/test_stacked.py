@@ -71,11 +71,10 @@ def without_seconds(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("models", [("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")])
-def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(dtype, models):
+def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models):
     train_images, test_images = images(64), images(40, seed=1)
-    configs = [small(model, seed, dtype=dtype) for model in models for seed in (0, 1)]
+    configs = [small(model, seed, dtype="float32") for model in models for seed in (0, 1)]  # channels-last
     together = stacked(configs, train_images, test_images, vectorised=False)
     for config in configs:
         assert without_seconds(together[config.run_id]) == without_seconds(solo(config, train_images, test_images))
@@ -107,12 +106,11 @@ def test_runs_that_differ_in_shape_or_optimiser_cannot_share_a_stack():
         StackedTrainer([small("vae", 0), small("vae", 1, z_dim=8)], images(32), images(16))
 
 
-@pytest.mark.parametrize("vectorised", [True, False])
-def test_a_stack_repeats_its_bits(vectorised):
+def test_a_vectorised_stack_repeats_its_bits():  # a lockstep one is its runs' solo updates, tested above
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0), small("cfactorvae", 1)]
-    first = stacked(configs, train_images, test_images, vectorised=vectorised)
-    second = stacked(configs, train_images, test_images, vectorised=vectorised)
+    first = stacked(configs, train_images, test_images)
+    second = stacked(configs, train_images, test_images)
     assert all(without_seconds(first[c.run_id]) == without_seconds(second[c.run_id]) for c in configs)
 
 
