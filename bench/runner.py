@@ -214,19 +214,22 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
     from .engine import Trainer
     from .malloc import keep_freed_memory
     from .optim import deterministic_algorithms
-    from .stacked import StackedTrainer
+    from .stacked import StackedTrainer, cpu_workers
 
     # Resolved already for local jobs; a cluster's worker resolves "auto", or checks "cuda", on its own hardware.
     device = resolve_device(task.device)
     task = dataclasses.replace(task, device=device, cuda_graphs=task.cuda_graphs and device == "cuda")
-    torch.set_num_threads(task.threads)
+    # A lockstep stack trains runs side by side, each on its share of the task's threads; a run's
+    # record names the threads its own arithmetic used, which is what its bits depend on.
+    workers, threads = cpu_workers(len(runs), task.threads) if task.stacked and device == "cpu" else (1, task.threads)
+    torch.set_num_threads(threads)
     deterministic_algorithms(True, warn_only=True)
     keep_freed_memory()
     run_ids = [run.config.run_id for run in runs]
     name = stack_id(run_ids, task.stacked)
     folder = checkpoint_dir(Path(task.out))
     checkpoint, members = folder / f"{name}.pt", folder / f"{name}.json"
-    metas = [_meta(run, task.device, task.threads, task.commit, len(runs), task.cuda_graphs) for run in runs]
+    metas = [_meta(run, task.device, threads, task.commit, len(runs), task.cuda_graphs) for run in runs]
     rows: list[list[dict]] = [[] for _ in runs]
     live = list(range(len(runs)))
     start = time.perf_counter()
@@ -236,7 +239,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
         data = _load(first.dataset, task.data_root, first.train_subset, first.test_subset)
         configs = [run.config for run in runs]
         if task.stacked:
-            trainer = StackedTrainer(configs, data.train, data.test, task.device, task.cuda_graphs)
+            trainer = StackedTrainer(configs, data.train, data.test, task.device, task.cuda_graphs, workers=workers)
             members_of, next_epoch = trainer.runs, trainer.run_epoch
         else:
             if len(runs) != 1:
@@ -266,7 +269,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
             trainer.load_state_dict(state["trainer"])
             epoch, rows, live = state["epoch"], state["rows"], state["live"]
             for k, saved in enumerate(state["metas"]):
-                metas[k] = {**saved, "threads": task.threads, "device": task.device, "host": socket.gethostname(),
+                metas[k] = {**saved, "threads": threads, "device": task.device, "host": socket.gethostname(),
                             "pid": os.getpid(), "resumed_at_epochs": saved.get("resumed_at_epochs", []) + [epoch]}
                 base_seconds[k] = saved["wall_seconds"]
             log(f"{labels[0]}{' and its stack' if len(runs) > 1 else ''}: resuming after epoch {epoch} from {checkpoint}")

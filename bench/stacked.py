@@ -10,9 +10,12 @@ elementwise, so one Adam over the stacked tensors is each run's own Adam.
 
 That vectorised update is for GPUs, where one update of these small networks is bound by kernel
 launches, not arithmetic. On a CPU a stack is trained in lockstep instead: each update is every
-run's own solo update, one after the other, so a stacked run's records are its solo records bit
-for bit. There one run already keeps the cores busy, and vmap's grouped convolutions run slower
-than one plain convolution per run (BENCHMARKS.md). The checkpoint is the same either way.
+run's own solo update, so a stacked run's records are its solo records bit for bit: vmap's grouped
+convolutions run slower there than one plain convolution per run (BENCHMARKS.md). With more than
+one core, ``workers`` threads make the runs' updates (and evaluations) side by side, each on its
+own share of torch's threads (:func:`cpu_workers`): these small networks keep two cores busy
+better as two runs on one thread each than as one run on two. A run's arithmetic depends only on
+the torch threads it gets, never on its neighbours. The checkpoint is the same either way.
 
 On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
 CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
@@ -28,9 +31,11 @@ nats (KL) and 1e-4 nats (TC) absolute (tested, native and generic kernels).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
@@ -55,6 +60,17 @@ SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_d
 def stack_key(config: RunConfig) -> tuple:
     """Runs with equal keys can be trained as one stack."""
     return tuple(getattr(config, name) for name in SHARED_FIELDS) + (config.gamma != 0,)
+
+
+def cpu_workers(runs: int, threads: int) -> tuple[int, int]:
+    """How a lockstep stack of ``runs`` shares ``threads`` cores: runs updated at once, torch threads for each.
+
+    One thread per run while there are more runs than threads: at batch 64 a VAE update on one
+    core takes less than twice its time on two (BENCHMARKS.md), so side by side the runs train
+    faster. Never more busy threads than ``threads``.
+    """
+    workers = max(1, min(runs, threads))
+    return workers, max(1, threads // workers)
 
 
 class CapturedStep:
@@ -118,7 +134,7 @@ class StackedTrainer:
     """Several runs' models and optimisers, advanced one epoch at a time as one program."""
 
     def __init__(self, configs: list[RunConfig], train_images: torch.Tensor, test_images: torch.Tensor, device="cpu",
-                 cuda_graphs: bool | None = None, vectorised: bool | None = None):
+                 cuda_graphs: bool | None = None, vectorised: bool | None = None, workers: int = 1):
         if len({stack_key(c) for c in configs}) != 1:
             raise ValueError("the runs of a stack must share " + ", ".join(SHARED_FIELDS) + " and the discriminator")
         kind = torch.device(device).type
@@ -128,6 +144,10 @@ class StackedTrainer:
             raise ValueError("CUDA graphs need a CUDA device")
         if self.cuda_graphs and not self.vectorised:
             raise ValueError("CUDA graphs replay a vectorised update")
+        if workers < 1 or (workers > 1 and self.vectorised):
+            raise ValueError(f"workers={workers}: a lockstep stack takes one or more, a vectorised one exactly one")
+        self.workers = workers
+        self._map = map  # over the runs: the built-in map, or a pool's while side by side (see in_parallel)
         self.runs = [Trainer(c, train_images, test_images, device) for c in configs]
         first = self.runs[0]
         self.config, self.device, self.dtype = first.config, first.device, first.dtype
@@ -238,13 +258,30 @@ class StackedTrainer:
             self.d_opt.step()
         return terms
 
+    @contextlib.contextmanager
+    def in_parallel(self):
+        """Within this block a lockstep stack updates and evaluates ``workers`` runs at once, on threads
+        that each take torch's current thread count."""
+        if self.workers == 1:
+            yield
+            return
+        threads = torch.get_num_threads()  # a new thread's OpenMP count starts at the machine's cores
+        with ThreadPoolExecutor(self.workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+            self._map = pool.map
+            try:
+                yield
+            finally:
+                self._map = map
+
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
         """One update of every run: ``x`` and ``x_other`` are ``(runs, batch, C, H, W)``, ``c`` the runs' C(t)
         (a row of :meth:`capacities`). Returns the terms and per-dimension KLs, ``(runs, len(TERMS) + z_dim)``,
         valid until the next step."""
         if not self.vectorised:  # each run's solo update, which works out its own C(t)
-            return torch.stack([t.train_step(x[k], None if x_other is None else x_other[k])
-                                for k, t in enumerate(self.runs)])
+            def update(k):
+                return self.runs[k].train_step(x[k], None if x_other is None else x_other[k])
+
+            return torch.stack(list(self._map(update, range(len(self.runs)))))
         self._fill(x, x_other, c)
         terms = self._update_once()
         for t in self.runs:
@@ -306,6 +343,10 @@ class StackedTrainer:
 
     def run_epoch(self) -> list[EpochResult]:
         """One epoch of every run; one EpochResult per run, in the order of the configs."""
+        with self.in_parallel():
+            return self._run_epoch()
+
+    def _run_epoch(self) -> list[EpochResult]:
         start = time.perf_counter()
         bs, n = self.config.batch_size, len(self.train_images)
         orders = torch.stack([torch.randperm(n, generator=t.g_data) for t in self.runs]).to(self.device)
@@ -321,14 +362,17 @@ class StackedTrainer:
         means = (totals / self.steps_per_epoch).tolist()
         train_seconds = (time.perf_counter() - start) / len(self.runs)
         self._publish_weights()
-        results = []
-        for t, terms in zip(self.runs, means):
-            t.epoch += 1
+
+        def timed_evaluation(t: Trainer) -> tuple[dict, float]:
             eval_start = time.perf_counter()
-            test = t.evaluate()
+            return t.evaluate(), time.perf_counter() - eval_start
+
+        results = []
+        for t, terms, (test, eval_seconds) in zip(self.runs, means, list(self._map(timed_evaluation, self.runs))):
+            t.epoch += 1
             rows = [
                 t._row("train", split_terms(terms), self.steps_per_epoch * bs, train_seconds),
-                t._row("test", test, len(t.test_images), time.perf_counter() - eval_start),
+                t._row("test", test, len(t.test_images), eval_seconds),
             ]
             results.append(EpochResult(t.epoch, rows, not all(math.isfinite(r["loss"]) for r in rows)))
         return results

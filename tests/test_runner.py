@@ -77,6 +77,21 @@ def test_a_run_that_diverges_in_a_stack_stops_alone(tmp_path):
     assert meta["status"] == "finished" and meta["stack_size"] == 2 and rows["epoch"].max() == 2
 
 
+@needs_mnist
+def test_a_stack_on_two_threads_trains_its_runs_side_by_side_with_their_one_thread_numbers(tmp_path):
+    import pandas as pd
+
+    side_by_side = plan(tmp_path / "stacked", seeds=2)
+    execute(side_by_side, tmp_path / "stacked", DATA_ROOT, RunOptions(device="cpu", threads=2))
+    alone = plan(tmp_path / "alone", seeds=2)
+    execute(alone, tmp_path / "alone", DATA_ROOT, RunOptions(device="cpu", threads=1, stack=False))
+    for stacked_run, solo_run in zip(side_by_side, alone, strict=True):
+        rows, meta = read_run(stacked_run.path)
+        solo_rows, solo_meta = read_run(solo_run.path)
+        assert (meta["stack_size"], meta["threads"]) == (2, 1) and (solo_meta["stack_size"], solo_meta["threads"]) == (1, 1)
+        pd.testing.assert_frame_equal(rows.drop(columns="seconds"), solo_rows.drop(columns="seconds"), check_exact=True)
+
+
 def test_stacks_group_runs_by_shape_and_spread_them_over_the_jobs(tmp_path):
     runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "quick", {}, tmp_path)
     cpu = make_stacks(runs, jobs=2, device="cpu")

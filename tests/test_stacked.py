@@ -8,7 +8,7 @@ import torch
 
 from bench.config import resolve
 from bench.engine import train
-from bench.stacked import StackedTrainer, stack_key
+from bench.stacked import StackedTrainer, cpu_workers, stack_key
 
 COLUMNS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 
@@ -26,8 +26,8 @@ def solo(config, train_images, test_images):
     return [row for result, _ in train(config, train_images, test_images) for row in result.rows]
 
 
-def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None, vectorised=True):
-    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs, vectorised)
+def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None, vectorised=True, workers=1):
+    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs, vectorised, workers)
     rows = {c.run_id: [] for c in configs}
     for _ in range(configs[0].epochs):
         for config, result in zip(configs, trainer.run_epoch()):
@@ -71,13 +71,41 @@ def without_seconds(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-@pytest.mark.parametrize("models", [("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")])
-def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models):
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for one test; the process's count comes back afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+VAE_FAMILY, FACTOR_FAMILY = ("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")
+
+
+@pytest.mark.parametrize("models, workers, threads", [(VAE_FAMILY, 1, 2), (VAE_FAMILY, 3, 1), (FACTOR_FAMILY, 1, 2),
+                                                      (FACTOR_FAMILY, 2, 1)])
+def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models, workers, threads, torch_threads):
+    # workers > 1: the runs are updated and evaluated side by side on threads, each with `threads` torch threads
+    torch_threads(threads)
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small(model, seed, dtype="float32") for model in models for seed in (0, 1)]  # channels-last
-    together = stacked(configs, train_images, test_images, vectorised=False)
+    together = stacked(configs, train_images, test_images, vectorised=False, workers=workers)
     for config in configs:
         assert without_seconds(together[config.run_id]) == without_seconds(solo(config, train_images, test_images))
+
+
+@pytest.mark.parametrize("runs, threads, expected", [(1, 2, (1, 2)), (2, 2, (2, 1)), (5, 2, (2, 1)), (2, 8, (2, 4)),
+                                                     (3, 8, (3, 2)), (1, 1, (1, 1)), (4, 1, (1, 1))])
+def test_a_lockstep_stack_never_keeps_more_threads_busy_than_it_has(runs, threads, expected):
+    workers, each = cpu_workers(runs, threads)
+    assert (workers, each) == expected and workers * each <= threads
+
+
+def test_only_a_lockstep_stack_trains_runs_side_by_side():
+    with pytest.raises(ValueError, match="workers"):
+        StackedTrainer([small("vae", 0)], images(32), images(16), vectorised=True, workers=2)
+    with pytest.raises(ValueError, match="workers"):
+        StackedTrainer([small("vae", 0)], images(32), images(16), workers=0)
 
 
 def test_a_cpu_stack_is_lockstep_unless_asked():
