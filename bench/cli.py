@@ -124,7 +124,7 @@ def report(runs, dataset, out, data_root):
 @click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
 @click.option("--against-usual", is_flag=True,
               help="CPU: whole processes of the usual loop against bench run, and stacks of 1, 5 and 25 runs")
-@click.option("--images", default=6400, show_default=True, type=int, help="--against-usual: MNIST images per seed")
+@click.option("--images", default=5120, show_default=True, type=int, help="--against-usual: MNIST images per seed")
 @click.option("--data-root", default=None, help="--against-usual: datasets folder (else $BENCH_DATA)")
 @click.option("--stack-sizes", default="1,5,25", show_default=True,
               help="runs per timed stack (--against-usual, and --device cuda: eager against CUDA graphs)")

@@ -3,7 +3,7 @@ for scoring after training (``bench metrics``).
 
 A run scored after training gets the same rows as one scored when it finished
 (:func:`bench.disentanglement.metric_rows`, fixed metric seed): its weights are the same, and on
-the same machine and threads so are the scores. Give the data root the runs trained on: without
+the same machine, scored with the torch threads its record names, so are the scores. Give the data root the runs trained on: without
 dSprites' file the ground truth is the generated dSprites, with it the real one.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from models.nets import VAE
@@ -54,6 +55,14 @@ class Scoring:
     unfinished: list[str] = field(default_factory=list)  # running or diverged: never scored
 
 
+def scoring_threads(run: dict) -> int | None:
+    """The torch threads a CPU run was trained, and so scored, with; None where its record does not say."""
+    threads = run.get("threads")
+    if run.get("device") != "cpu" or threads is None or pd.isna(threads) or threads < 1:
+        return None
+    return int(threads)
+
+
 def score_runs(runs_root: Path, data_root: Path, again: bool = False, log=lambda line: None) -> Scoring:
     """Score the finished runs under ``runs_root`` on datasets with known factors.
 
@@ -81,9 +90,14 @@ def score_runs(runs_root: Path, data_root: Path, again: bool = False, log=lambda
             outcome.already.append(str(record))
         else:
             todo.append((run, record))
+    threads = torch.get_num_threads()
     for done, (run, record) in enumerate(todo, start=1):
         config, vae = load_vae(weights_path(record))
-        rows = metric_rows(config, vae, truths[config.dataset], run["profile"])
+        torch.set_num_threads(scoring_threads(run) or threads)
+        try:
+            rows = metric_rows(config, vae, truths[config.dataset], run["profile"])
+        finally:
+            torch.set_num_threads(threads)
         write_metrics(metrics_path(record), rows)
         outcome.scored.append(str(record))
         values = "  ".join(f"{row['metric']} {row['value']:.3f}" for row in rows)

@@ -17,7 +17,7 @@ from bench.disentanglement import counts_for, metric_rows, posterior_means
 from bench.errors import BenchError
 from bench.records import METRICS_SCHEMA, metrics_path, read_tree, weights_path
 from bench.report import compare_scores, summarise_scores
-from bench.saved import score_runs
+from bench.saved import score_runs, scoring_threads
 from models.nets import VAE
 
 SCORES = {"factorvae_score", "mig", "dci_disentanglement", "sap"}
@@ -134,3 +134,10 @@ def test_bench_metrics_on_runs_without_factors_says_there_is_nothing_to_score(tm
     mnist = Path(__file__).resolve().parents[1] / "results" / "records" / "mnist-paper-e5-cpu"
     with pytest.raises(BenchError, match=r"no run under .* is on a dataset with known factors \(dsprites\)"):
         score_runs(mnist, tmp_path)
+
+
+@pytest.mark.parametrize("run, expected", [({"device": "cpu", "threads": 1}, 1), ({"device": "cpu", "threads": 2.0}, 2),
+                                           ({"device": "cpu", "threads": float("nan")}, None),
+                                           ({"device": "cuda", "threads": 1}, None), ({"device": "cpu"}, None)])
+def test_bench_metrics_scores_a_cpu_run_with_the_threads_its_record_names(run, expected):
+    assert scoring_threads(run) == expected
