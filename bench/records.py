@@ -91,7 +91,8 @@ META_KEY = b"bench.run"
 # format 3 the PER_DIM_COLUMNS.
 RECORD_FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: a lockstep stack saves each run's own state (1: stacked like a vectorised one)
+CHECKPOINT_FORMATS_READ = (1, 2)
 # RunConfig fields added after the first published records, with the value those records implicitly used:
 # a config read from such a record gets them, so old and new runs of one setting compare equal.
 ADDED_DEFAULTS = {"dtype": "float32"}
@@ -210,7 +211,7 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BenchError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it, or pass --fresh") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in CHECKPOINT_FORMATS_READ:
         raise BenchError(f"checkpoint {path} is not a checkpoint of this version of bench; delete it, or pass --fresh")
     return state
 

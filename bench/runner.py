@@ -365,16 +365,36 @@ def resumable_stacks(out: Path, plan: list[PlannedRun], todo: list[PlannedRun], 
     return stacks
 
 
+# The most training state (weights, gradients, Adam's buffers) one CPU stack holds. A CPU stack
+# gains nothing from more runs than its threads update side by side, and smaller stacks keep the
+# paper profile's largest process under 2 GB: 4 FactorVAE runs in float32 hold 432 MB.
+CPU_STACK_BYTES = 512 * 2**20
+
+
+def _split(runs: list, parts: int) -> list[list]:
+    """``runs`` cut in order into ``parts`` pieces whose sizes differ by at most one."""
+    size, extra = divmod(len(runs), parts)
+    pieces, start = [], 0
+    for part in range(parts):
+        end = start + size + (part < extra)
+        pieces.append(runs[start:end])
+        start = end
+    return pieces
+
+
 def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = True,
-                resumed: list[list[PlannedRun]] | None = None) -> list[list[PlannedRun]]:
+                resumed: list[list[PlannedRun]] | None = None, threads: int = 1) -> list[list[PlannedRun]]:
     """The runs grouped into what each task trains at once.
 
     Stacks that have a checkpoint (``resumed``) come back as they were. Without stacking every
     other run is its own task. With it, runs that can share a stack
     (:func:`bench.stacked.stack_key`) are grouped; on a GPU a group is one stack, on the CPU
-    it is split into ``jobs`` stacks of near-equal size so that every job has work.
+    it is split into ``jobs`` stacks of near-equal size so that every job has work, and each of
+    those into stacks that hold at most :data:`CPU_STACK_BYTES` of training state, their sizes a
+    multiple of the job's ``threads`` where they can be (so that every round of runs updated side
+    by side is full).
     """
-    from .stacked import stack_key
+    from .stacked import stack_key, training_bytes
 
     stacks = [list(s) for s in resumed or []]
     taken = {run.config.run_id for s in stacks for run in s}
@@ -385,13 +405,15 @@ def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = Tr
     for run in todo:
         groups.setdefault(stack_key(run.config), []).append(run)
     for runs in groups.values():
-        parts = 1 if device == "cuda" else min(jobs, len(runs))
-        size, extra = divmod(len(runs), parts)
-        start = 0
-        for part in range(parts):
-            end = start + size + (part < extra)
-            stacks.append(runs[start:end])
-            start = end
+        if device == "cuda":
+            stacks.append(runs)
+            continue
+        spec = datasets.DATASETS[runs[0].config.dataset]
+        most = max(1, CPU_STACK_BYTES // training_bytes(runs[0].config, spec.channels, spec.image_size))
+        if most >= threads:
+            most -= most % threads
+        for part in _split(runs, min(jobs, len(runs))):
+            stacks.extend(part[start:start + most] for start in range(0, len(part), most))
     return stacks
 
 
@@ -436,12 +458,15 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         resumed = []
     else:
         resumed = resumable_stacks(out, plan, todo, options.stack)
-    stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed)
+    def threads_per_job(jobs: int) -> int:
+        if options.threads is not None:
+            return options.threads
+        # A cluster's worker runs one task per thread slot, so one torch thread each.
+        return max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" and local else 1
+
+    stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed, threads_per_job(max(1, options.jobs)))
     jobs = max(1, min(options.jobs, len(stacks)))
-    if options.threads is not None:
-        threads = options.threads
-    else:  # a cluster's worker runs one task per thread slot, so one torch thread each
-        threads = max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" and local else 1
+    threads = threads_per_job(jobs)
     if device == "cuda":
         # cuBLAS needs this to be deterministic; it must be set before the first CUDA call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

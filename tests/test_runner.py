@@ -5,7 +5,8 @@ from support import DATA_ROOT, needs_mnist
 from bench.config import resolve
 from bench.plan import PlannedRun, make_plan
 from bench.records import read_meta, read_run, run_path, write_run
-from bench.runner import RunOptions, execute, is_finished, make_stacks, relative_cost
+from bench.runner import CPU_STACK_BYTES, RunOptions, execute, is_finished, make_stacks, relative_cost
+from bench.stacked import training_bytes
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -94,12 +95,24 @@ def test_a_stack_on_two_threads_trains_its_runs_side_by_side_with_their_one_thre
 
 def test_stacks_group_runs_by_shape_and_spread_them_over_the_jobs(tmp_path):
     runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "quick", {}, tmp_path)
-    cpu = make_stacks(runs, jobs=2, device="cpu")
-    assert sorted(len(s) for s in cpu) == [5, 5, 7, 8]
+    cpu = make_stacks(runs, jobs=2, device="cpu")  # halves of 8 and 7, 5 and 5; at most 4 FactorVAE runs a stack
+    assert sorted(len(s) for s in cpu) == [1, 1, 4, 4, 7, 8]
     assert all(len({r.config.gamma != 0 for r in s}) == 1 for s in cpu)
     assert sorted(r.config.run_id for s in cpu for r in s) == sorted(r.config.run_id for r in runs)
     assert sorted(len(s) for s in make_stacks(runs, jobs=2, device="cuda")) == [10, 15]
     assert [len(s) for s in make_stacks(runs, jobs=2, device="cpu", stack=False)] == [1] * 25
+
+
+def test_a_cpu_stack_holds_at_most_its_share_of_memory_in_full_rounds_of_its_threads(tmp_path):
+    # Paper networks at z = 20, counted by hand: the VAE has 640,745 parameters, the discriminator
+    # 5,028,002. Weight, gradient and Adam's three buffers in float32: 20 bytes a parameter, so a
+    # FactorVAE run holds 108.1 MiB, and 512 MiB holds 4 (a VAE run 12.2 MiB: 41).
+    assert training_bytes(resolve("vae", "mnist", 0, "paper"), 1, 32) == 20 * 640_745
+    assert training_bytes(resolve("factorvae", "mnist", 0, "paper"), 1, 32) == 20 * (640_745 + 5_028_002)
+    assert CPU_STACK_BYTES == 512 * 2**20
+    runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "paper", {}, tmp_path)
+    assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=2)) == [2, 4, 4, 15]
+    assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=3)) == [1, 3, 3, 3, 15]
 
 
 def test_a_foreign_file_at_a_run_path_is_not_done(tmp_path):

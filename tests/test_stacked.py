@@ -213,7 +213,19 @@ def test_either_kind_of_stack_loads_the_others_state(source):
     trained.run_epoch()
     other = StackedTrainer(configs, train_images, test_images, vectorised=not source)
     other.load_state_dict(trained.state_dict())
-    assert_same_state(other.state_dict(), trained.state_dict())
+    assert_same_state(other.run_states(), trained.run_states())
     for mine, theirs in zip(other.runs, trained.runs):  # the networks that evaluate and get saved
         for net in ("vae", "disc"):
             assert_same_state(getattr(mine, net).state_dict(), getattr(theirs, net).state_dict())
+
+
+def test_a_lockstep_stacks_state_holds_its_runs_tensors_not_copies():
+    trained = StackedTrainer([small("factorvae", 0), small("cfactorvae", 1)], images(64), images(40, seed=1))
+    trained.run_epoch()
+    state = trained.state_dict()
+    for run, saved in zip(trained.runs, state["runs"], strict=True):
+        assert saved["vae"]["encoder.head.1.weight"].data_ptr() == run.vae.encoder.head[1].weight.data_ptr()
+        first = run.disc_params[0]
+        assert saved["d_opt"]["state"][0]["exp_avg"].data_ptr() == run.d_opt.state[0]["exp_avg"].data_ptr() != first.data_ptr()
+    with pytest.raises(ValueError, match="state is of 2 runs, this stack has 1"):
+        StackedTrainer([small("factorvae", 0)], images(64), images(40, seed=1)).load_state_dict(state)
