@@ -458,6 +458,7 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         resumed = []
     else:
         resumed = resumable_stacks(out, plan, todo, options.stack)
+
     def threads_per_job(jobs: int) -> int:
         if options.threads is not None:
             return options.threads

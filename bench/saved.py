@@ -3,8 +3,9 @@ for scoring after training (``bench metrics``).
 
 A run scored after training gets the same rows as one scored when it finished
 (:func:`bench.disentanglement.metric_rows`, fixed metric seed): its weights are the same, and on
-the same machine, scored with the torch threads its record names, so are the scores. Give the data root the runs trained on: without
-dSprites' file the ground truth is the generated dSprites, with it the real one.
+the same machine, scored with the torch threads its record names, so are the scores. Give the
+data root the runs trained on: without dSprites' file the ground truth is the generated
+dSprites, with it the real one.
 """
 
 from __future__ import annotations

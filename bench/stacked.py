@@ -12,10 +12,10 @@ That vectorised update is for GPUs, where one update of these small networks is 
 launches, not arithmetic. On a CPU a stack is trained in lockstep instead: each update is every
 run's own solo update, so a stacked run's records are its solo records bit for bit: vmap's grouped
 convolutions run slower there than one plain convolution per run (BENCHMARKS.md). With more than
-one core, ``workers`` threads make the runs' updates side by side, each on its
-own share of torch's threads (:func:`cpu_workers`): these small networks keep two cores busy
-better as two runs on one thread each than as one run on two. A run's arithmetic depends only on
-the torch threads it gets, never on its neighbours. The checkpoint is the same either way.
+one core, ``workers`` threads make the runs' updates side by side, each on its own share of
+torch's threads (:func:`cpu_workers`): these small networks keep two cores busy better as two
+runs on one thread each than as one run on two. A run's arithmetic depends only on the torch
+threads it gets, never on its neighbours. Either kind of stack loads the other's checkpoint.
 
 On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
 CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
