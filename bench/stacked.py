@@ -138,6 +138,15 @@ def adam_state_of_run(state: dict, k: int) -> dict:
             "param_groups": copy.deepcopy(state["param_groups"])}
 
 
+def _cut(state: dict) -> list[dict]:
+    """A vectorised stack's state cut into its runs' own states (views of its tensors); :func:`_stacked` undoes it."""
+    nets = [(net, opt) for net, opt in (("vae", "opt"), ("disc", "d_opt")) if net in state]
+    return [{"progress": progress,
+             **{net: {name: p[k] for name, p in state[net].items()} for net, _ in nets},
+             **{opt: adam_state_of_run(state[opt], k) for _, opt in nets}}
+            for k, progress in enumerate(state["progress"])]
+
+
 def _stacked(run_states: list[dict]) -> dict:
     """The runs' own states (:meth:`StackedTrainer.run_states`) as a vectorised stack's state."""
     stacked = {"progress": [state["progress"] for state in run_states]}
@@ -326,17 +335,7 @@ class StackedTrainer:
     def run_states(self) -> list[dict]:
         """Each run's state as :meth:`bench.engine.Trainer.state_dict` gives it (a vectorised stack's
         are slices of its stacked tensors)."""
-        if not self.vectorised:
-            return [t.state_dict() for t in self.runs]
-        nets = [("vae", self.vae_params, self.opt)] + ([("disc", self.disc_params, self.d_opt)] if self.has_disc else [])
-        states = []
-        for k, t in enumerate(self.runs):
-            state = {"progress": t.progress_state()}
-            for net, params, opt in nets:
-                state[net] = {name: p.detach()[k] for name, p in params.items()}
-                state["opt" if net == "vae" else "d_opt"] = adam_state_of_run(opt.state_dict(), k)
-            states.append(state)
-        return states
+        return [t.state_dict() for t in self.runs] if not self.vectorised else _cut(self.state_dict())
 
     def state_dict(self) -> dict:
         """Everything the stack needs to continue bit for bit: weights, optimisers, each run's streams.
@@ -357,24 +356,17 @@ class StackedTrainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` of either kind in place (the weights keep their storage, which a
         graph would read)."""
-        if "runs" in state:  # a lockstep stack's
-            if len(state["runs"]) != len(self.runs):
-                raise ValueError(f"the state is of {len(state['runs'])} runs, this stack has {len(self.runs)}")
-            if not self.vectorised:
-                for t, run_state in zip(self.runs, state["runs"]):
-                    t.load_state_dict(run_state)
-                return
-            state = _stacked(state["runs"])
-        for t, progress in zip(self.runs, state["progress"], strict=True):
-            t.load_progress_state(progress)
+        runs = len(state["runs"]) if "runs" in state else len(state["progress"])  # a lockstep stack's, or a vectorised one's
+        if runs != len(self.runs):
+            raise ValueError(f"the state is of {runs} runs, this stack has {len(self.runs)}")
         if not self.vectorised:
-            nets = [("vae", "opt")] + ([("disc", "d_opt")] if self.has_disc else [])
-            for k, t in enumerate(self.runs):
-                for net, opt in nets:
-                    for name, p in getattr(t, net).named_parameters():
-                        p.copy_(state[net][name][k])
-                    getattr(t, opt).load_state_dict(adam_state_of_run(state[opt], k))
+            for t, run_state in zip(self.runs, state["runs"] if "runs" in state else _cut(state)):
+                t.load_state_dict(run_state)
             return
+        if "runs" in state:
+            state = _stacked(state["runs"])
+        for t, progress in zip(self.runs, state["progress"]):
+            t.load_progress_state(progress)
         for name, p in self.vae_params.items():
             p.copy_(state["vae"][name])
         self.opt.load_state_dict(state["opt"])
