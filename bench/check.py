@@ -72,7 +72,7 @@ from models.objectives import PRESETS
 
 from .config import RunConfig, resolve
 from .errors import BenchError
-from .records import FINAL_METRICS, PER_DIM_COLUMNS, SCHEMA, final_values, publish_atomic, read_tree
+from .records import ADDED_DEFAULTS, FINAL_METRICS, PER_DIM_COLUMNS, SCHEMA, final_values, publish_atomic, read_tree
 from .stats import holm, welch
 
 # ---------------------------------------------------------------------------
@@ -266,7 +266,8 @@ def environment_changes(recorded: dict, current: dict) -> list[str]:
 
 def config_changes(runs: list[dict], configs: list[RunConfig]) -> list[str]:
     """Per model, the config fields that differ from the golden file's, e.g. ``"betavae w_kl 4.0 -> 4.04"``."""
-    recorded = {(r["config"]["model"], r["config"]["seed"]): r["config"] for r in runs}
+    # Fields added since the golden file was written hold their defaults there.
+    recorded = {(r["config"]["model"], r["config"]["seed"]): {**ADDED_DEFAULTS, **r["config"]} for r in runs}
     changes: dict[str, None] = {}  # ordered set: the seeds of a model share their changes
     for config in configs:
         old = recorded.get((config.model, config.seed))
@@ -600,7 +601,8 @@ def compare_reference(reference: dict, runs_dir: Path, alpha: float = ALPHA) -> 
                          f"cover (it covers {covered})")
     tests = []
     for (dataset, model), group in groups.items():
-        ref_config, new_config = entries[(dataset, model)]["config"], json.loads(group["config"].iloc[0])
+        ref_config = {**ADDED_DEFAULTS, **entries[(dataset, model)]["config"]}
+        new_config = json.loads(group["config"].iloc[0])
         differ = sorted(k for k in set(ref_config) | set(new_config) if ref_config.get(k) != new_config.get(k))
         if differ:
             what = ", ".join(f"{k} {ref_config.get(k)} vs {new_config.get(k)}" for k in differ)

@@ -12,7 +12,7 @@ import click
 
 from models.objectives import PAPER_MODELS, PRESETS
 
-from .config import PROFILES, parse_overrides
+from .config import PROFILES, RECIPE_PRESETS, RECIPES, parse_overrides
 from .errors import BenchError
 
 MODELS_HELP = f"all (the paper's {', '.join(PAPER_MODELS)}), or a comma list of {', '.join(PRESETS)}"
@@ -28,6 +28,8 @@ def cli():
 @click.option("--datasets", default="mnist", show_default=True, help="all, or a comma list of dataset names")
 @click.option("--seeds", default="5", show_default=True, help="N (seeds 0..N-1) or a range A-B, e.g. 5-9 to add seeds")
 @click.option("--profile", default="paper", show_default=True, help=f"one of {', '.join(PROFILES)}")
+@click.option("--recipe", default="described", show_default=True,
+              help="described (the paper's text) or author (the paper's code as it ran); docs/recipes.md")
 @click.option("--epochs", type=int, default=None, help="override the profile's epochs")
 @click.option("--subset", default=None, help="first N train [and M test] images: N or N,M")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a hyperparameter, e.g. gamma=10")
@@ -48,7 +50,7 @@ def cli():
 @click.option("--scheduler", default=None, help="--backend dask: the scheduler's address, e.g. tcp://host:8786")
 @click.option("--resources", default=None, help="--backend dask: what each task needs of a worker, e.g. GPU=1")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
-def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
+def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
         fresh, keep, checkpoint_every, backend, scheduler, resources, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from . import data
@@ -73,19 +75,22 @@ def run(models, datasets, seeds, profile, epochs, subset, sets, jobs, device, ou
         from .cluster import parse_resources
 
         parse_resources(resources)
+    if recipe not in RECIPES:
+        raise BenchError(f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
     overrides = parse_overrides(sets)
     if epochs is not None:
         overrides.update(parse_overrides([f"epochs={epochs}"]))
     if subset is not None:
         n_train, n_test = data.parse_subset(subset)
         overrides.update({"train_subset": n_train or 0, "test_subset": n_test or 0})
-    plan = make_plan(parse_names(models, PRESETS, "model", PAPER_MODELS), parse_names(datasets, data.DATASETS, "dataset"),
-                     parse_seeds(seeds), profile, overrides, out)
+    plan = make_plan(parse_names(models, RECIPE_PRESETS[recipe], "model", PAPER_MODELS),
+                     parse_names(datasets, data.DATASETS, "dataset"), parse_seeds(seeds), profile, overrides, out, recipe)
     if dry_run:
         for item in plan:
             cfg = item.config
             state = "done" if is_finished(item.path) else "todo"
-            click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}")
+            click.echo(f"{state}  {cfg.run_id}  {cfg.dataset:<14} {cfg.model:<11} seed={cfg.seed}  epochs={cfg.epochs}"
+                       f"  recipe={cfg.recipe}")
         click.echo(f"{len(plan)} runs planned")
         return
     options = RunOptions(jobs=jobs, device=device, stack=stack, cuda_graphs=cuda_graphs, threads=threads, fresh=fresh,

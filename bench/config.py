@@ -7,7 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from models.objectives import PRESETS
+from models.nets import DISCRIMINATORS, INITS, NETS
+from models.objectives import AUTHOR_PRESETS, PRESETS
 
 from .errors import BenchError
 from .records import ADDED_DEFAULTS
@@ -37,6 +38,17 @@ class RunConfig:
     train_subset: int = 0  # first N training images; 0 = all
     test_subset: int = 0  # first M test images; 0 = all
     dtype: str = "float32"  # float type of weights and activations; float64 for the exact regression check
+    # Where the defaults come from (RECIPES); the knobs below are the ways the author's code differs.
+    recipe: str = "described"
+    nets: str = "table2"  # models.nets.NETS: Table 2's widths and logits, or the author's code's
+    init: str = "torch"  # models.nets.INITS: current torch's default initialisation, or torch 0.4's
+    capacity_form: str = "batch"  # models.objectives.capacity_gap: |mean KL - C|, or mean |KL_i - C|
+    c_schedule: str = "linear"  # C rises linearly over updates (c_max, c_ramp), or by c_step per epoch
+    c_step: float = 0.5  # nats per epoch of the staircase schedule
+    disc: str = "kim-mnih"  # models.nets.DISCRIMINATORS
+    perm_batch: str = "independent"  # D's permuted batch: another batch, or the same images after the VAE step
+    last_batch: str = "drop"  # an epoch's last partial batch: dropped, or kept as a smaller update
+    reduction: str = "mean"  # the VAE's gradient is of the batch mean, or of the batch sum
 
     @property
     def run_id(self) -> str:
@@ -58,6 +70,44 @@ class RunConfig:
 
 
 DTYPES = ("float32", "float64")
+# The string fields and their choices: --set takes only these.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": DTYPES,
+    "recipe": ("described", "author"),
+    "nets": NETS,
+    "init": INITS,
+    "capacity_form": ("batch", "sample"),
+    "c_schedule": ("linear", "staircase"),
+    "disc": DISCRIMINATORS,
+    "perm_batch": ("independent", "same"),
+    "last_batch": ("drop", "keep"),
+    "reduction": ("mean", "sum"),
+}
+
+# The two ways to reproduce the paper, as defaults under the objective presets (docs/recipes.md).
+# "described": the paper's text, with Kim & Mnih's (2018) and Burgess et al.'s (2018) settings where
+# it is silent: the RunConfig defaults. "author": the paper's public code as it ran
+# (githubgreat886/controllable-factorVAE, torch 0.4), each value from the line of it named.
+RECIPES: dict[str, dict] = {
+    "described": {},
+    "author": {
+        "batch_size": 128,  # main.py argparse --batch-size default 128; DataLoader keeps the last batch (drop_last=False)
+        "last_batch": "keep",
+        "lr": 1e-3,  # --lr default 1e-3; optim.Adam(model.parameters(), args.lr), default betas
+        "d_lr": 1e-3,  # optim.Adam(D.parameters(), args.lr): the same lr and default betas for D
+        "d_beta1": 0.9,
+        "d_beta2": 0.999,
+        "nets": "author",  # models.py, class VAE
+        "init": "torch0.4",  # README: torch 0.4, whose reset_parameters drew the initial weights
+        "capacity_form": "sample",  # controlled_vae_loss: torch.abs(kld.sum(1) - C), summed over the batch
+        "c_schedule": "staircase",  # process_cvae, process_fvae: C = epoch/2 for the epoch's updates and its test pass
+        "c_step": 0.5,
+        "disc": "author",  # models.py, class Discriminator
+        "perm_batch": "same",  # process_fvae: z_prim = model(images) again after optimizer.step()
+        "reduction": "sum",  # every loss uses size_average=False: the gradient is of the batch sum
+    },
+}
+RECIPE_PRESETS = {"described": PRESETS, "author": AUTHOR_PRESETS}
 
 # Profiles change only how much is trained, never the objective.
 PROFILES: dict[str, dict] = {
@@ -82,8 +132,8 @@ METRIC_COUNTS: dict[str, dict] = {
 # The seed of the metrics' own generator: every run is scored on the same samples and votes.
 METRIC_SEED = 0
 
-# Keys that --set may change: the numeric fields; model, dataset and seed come from their own options.
-SETTABLE = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "dataset", "seed"))
+# Keys that --set may change; model, dataset, seed and recipe come from their own options.
+SETTABLE = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "dataset", "seed", "recipe"))
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 
 
@@ -99,8 +149,8 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
             raise BenchError(f"--set {key}: unknown key; settable keys are {', '.join(SETTABLE)}")
         kind = _TYPES[key]
         if kind == "str":
-            if text not in DTYPES:
-                raise BenchError(f"--set {key}={text}: choose from {', '.join(DTYPES)}")
+            if text not in CHOICES[key]:
+                raise BenchError(f"--set {key}={text}: choose from {', '.join(CHOICES[key])}")
             overrides[key] = text
             continue
         try:
@@ -113,7 +163,7 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
             raise BenchError(f"--set {key}={text}: must be at least 1")
         if key in ("lr", "d_lr") and value <= 0:
             raise BenchError(f"--set {key}={text}: must be positive")
-        if key in ("c_ramp", "train_subset", "test_subset", "c_max") and value < 0:
+        if key in ("c_ramp", "train_subset", "test_subset", "c_max", "c_step") and value < 0:
             raise BenchError(f"--set {key}={text}: must be 0 or more")
         if key in ("beta1", "beta2", "d_beta1", "d_beta2") and not 0 <= value < 1:
             raise BenchError(f"--set {key}={text}: must be in [0, 1)")
@@ -121,13 +171,17 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
     return overrides
 
 
-def resolve(model: str, dataset: str, seed: int, profile: str, overrides: dict | None = None) -> RunConfig:
-    """Defaults, then the objective's preset, then the profile, then the user's overrides."""
-    if model not in PRESETS:
-        raise BenchError(f"unknown model {model!r}; choose from all, {', '.join(PRESETS)}")
+def resolve(model: str, dataset: str, seed: int, profile: str, overrides: dict | None = None,
+            recipe: str = "described") -> RunConfig:
+    """Defaults, then the recipe's, then the objective's preset in that recipe, then the profile, then the overrides."""
+    if recipe not in RECIPES:
+        raise BenchError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    presets = RECIPE_PRESETS[recipe]
+    if model not in presets:
+        raise BenchError(f"unknown model {model!r} in the {recipe} recipe; choose from all, {', '.join(presets)}")
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    values = dataclasses.asdict(PRESETS[model])
+    values = {"recipe": recipe, **RECIPES[recipe], **dataclasses.asdict(presets[model])}
     values.update(PROFILES[profile])
     values.update(overrides or {})
     return RunConfig(model=model, dataset=dataset, seed=seed, **values)

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 
 import torch
 
-from models.nets import VAE, Discriminator
+from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import (
     Objective,
     bernoulli_nll,
+    bernoulli_nll_of_probs,
     capacity,
+    capacity_gap,
     discriminator_loss,
     gaussian_kl,
     gaussian_kl_per_dim,
     permute_dims,
+    staircase_capacity,
     total_correlation,
 )
 
@@ -35,6 +38,7 @@ EVAL_BATCH = 1000
 # Order of the terms accumulated on the device during an epoch (one host sync per epoch); each
 # update's term vector is these, followed by the z_dim per-dimension KLs.
 TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
+_DISC_ACC = TERMS.index("disc_acc")
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -88,6 +92,36 @@ def conv_layout(vae: VAE) -> VAE:
     return vae
 
 
+def make_nets(config: RunConfig, channels: int, image_size: int) -> tuple[VAE, Discriminator | None]:
+    """A run's VAE and (where its objective has a TC term) discriminator, initialised as its config says.
+
+    Draws from torch's global generator: callers seed it (Trainer) or build on the meta device.
+    """
+    dtype = getattr(torch, config.dtype)
+    vae = VAE(config.z_dim, channels, image_size, dtype, config.nets)
+    if config.init == "torch0.4":
+        torch04_init_(vae)
+    disc = None
+    if config.gamma != 0:
+        disc = Discriminator(config.z_dim, dtype=dtype, kind=config.disc)
+        if config.init == "torch0.4":
+            torch04_init_(disc)
+    return vae, disc
+
+
+def batch_bounds(n: int, batch_size: int, last_batch: str) -> list[tuple[int, int]]:
+    """The (start, end) of each update's slice of an epoch's order of ``n`` images.
+
+    ``drop``: full batches only. ``keep``: a last, smaller batch as well, as a DataLoader without
+    ``drop_last`` gives it (60,000 MNIST images in batches of 128: 468 of 128 and one of 96).
+    """
+    full = n // batch_size
+    bounds = [(i * batch_size, (i + 1) * batch_size) for i in range(full)]
+    if last_batch == "keep" and n % batch_size:
+        bounds.append((full * batch_size, n))
+    return bounds
+
+
 def split_terms(values: list[float]) -> dict:
     """An epoch's mean term vector as a row's terms: TERMS by name, then the per-dimension KLs as ``kl_dims``."""
     return {**dict(zip(TERMS, values[: len(TERMS)])), "kl_dims": values[len(TERMS) :]}
@@ -113,16 +147,18 @@ class Trainer:
         self.train_images = train_images.to(self.device)
         self.test_images = test_images.to(self.device)
         channels, size = train_images.shape[1], train_images.shape[-1]
-        self.steps_per_epoch = len(train_images) // config.batch_size
+        self.bounds = batch_bounds(len(train_images), config.batch_size, config.last_batch)
+        self.steps_per_epoch = len(self.bounds)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_images)} training images is fewer than one batch of {config.batch_size}")
+        # Images one epoch trains on, in batches of batch_size: the weights of an epoch's mean.
+        self.epoch_images = self.bounds[-1][1]
         self.ramp = config.c_ramp or config.epochs * self.steps_per_epoch
 
         # Initialisation draws from its own stream, leaving the global generator untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(config.seed, "init"))
-            self.vae = VAE(config.z_dim, channels, size, self.dtype)
-            self.disc = Discriminator(config.z_dim, dtype=self.dtype) if self.objective.uses_discriminator else None
+            self.vae, self.disc = make_nets(config, channels, size)
         conv_layout(self.vae.to(self.device))
         self.vae_params = list(self.vae.parameters())
         self.opt = adam(self.vae_params, config.lr, (config.beta1, config.beta2), self.device)
@@ -171,14 +207,49 @@ class Trainer:
         """The images at ``index`` as floats of the run's dtype in [0, 1]."""
         return images[index].to(self.dtype).div_(255.0)
 
+    def capacity_at(self, step: int) -> float:
+        """C for update ``step``: the linear ramp over updates, or the author's per-epoch staircase."""
+        cfg = self.config
+        if cfg.c_schedule == "staircase":
+            return staircase_capacity(step // self.steps_per_epoch, cfg.c_step, cfg.c_max)
+        return capacity(step, cfg.c_max, self.ramp)
+
+    def recon_per_image(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per image: from logits, or as the author's sigmoid and torch 0.4 cross-entropy give it."""
+        return bernoulli_nll_of_probs(logits, x) if self.config.nets == "author" else bernoulli_nll(logits, x)
+
+    def permuted_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes of ``x`` from the encoder as it is now, each column shuffled across the batch: prod_j q(z_j)."""
+        with torch.no_grad():
+            mu2, logvar2 = self.vae.encoder(x)
+            eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device, dtype=self.dtype)
+            return permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, self.g_disc)
+
     def train_step(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
-        """One VAE update (and one discriminator update); returns the detached terms and per-dimension KLs."""
+        """One VAE update (and one discriminator update); returns the detached terms and per-dimension KLs.
+
+        With ``perm_batch="same"`` D's permuted codes are of the same images, encoded again after
+        the VAE's update, and D's codes of q(z) are the ``z`` of before it (the author's
+        ``process_fvae``: ``D_z = D(z)``, ``optimizer.step()``, then ``z_prim = model(images)``).
+        """
         terms = self.gradients(x, x_other)
         self.opt.step()
+        if self._joint_logits is not None:
+            terms[_DISC_ACC] = self._disc_gradients(self._joint_logits, self.permuted_codes(x))
+            self._joint_logits = None
         if self.disc is not None:
             self.d_opt.step()
         self.step += 1
         return terms
+
+    _joint_logits = None  # perm_batch "same": D(z) of the update under way, for D's loss after the VAE's step
+
+    def _disc_gradients(self, logits_joint: torch.Tensor, z_perm: torch.Tensor) -> torch.Tensor:
+        """Set D's ``.grad`` from its outputs on z ~ q(z) and on permuted codes; return its accuracy."""
+        d_loss, acc = discriminator_loss(logits_joint, self.disc(z_perm))
+        self.d_opt.zero_grad()
+        d_loss.backward(inputs=self.disc_params)
+        return acc.detach()
 
     def gradients(self, x: torch.Tensor, x_other: torch.Tensor | None) -> torch.Tensor:
         """Set the ``.grad`` of every parameter for one update, without stepping; return the terms.
@@ -188,28 +259,31 @@ class Trainer:
         ``[z, z_perm]`` serves both losses (Kim & Mnih 2018, Algorithm 1): each backward names
         the parameters it may reach, so TC's gradient never lands on D and D's loss never on the
         encoder. The permuted batch is encoded before the VAE's update, by the encoder that
-        produced ``z``.
+        produced ``z``. With ``perm_batch="same"`` D's permuted codes come only after the VAE's
+        update, so :meth:`train_step` sets D's gradient and the accuracy (NaN here).
         """
         cfg, obj = self.config, self.objective
-        c = capacity(self.step, cfg.c_max, self.ramp)
+        c = self.capacity_at(self.step)
         eps = torch.randn(len(x), cfg.z_dim, generator=self.g_noise, device=self.device, dtype=self.dtype)
         logits, mu, logvar, z = self.vae(x, eps)
-        recon = bernoulli_nll(logits, x).mean()
-        kl = gaussian_kl(mu, logvar).mean()
-        gap = (kl - c).abs()
+        recon = self.recon_per_image(logits, x).mean()
+        kl_per_image = gaussian_kl(mu, logvar)
+        kl = kl_per_image.mean()
+        gap = capacity_gap(kl_per_image, c, cfg.capacity_form)
         nan = torch.full((), math.nan, device=self.device, dtype=self.dtype)
         tc, acc, d_loss = nan, nan, None
-        if self.disc is not None:
-            with torch.no_grad():
-                mu2, logvar2 = self.vae.encoder(x_other)
-                eps2 = torch.randn(mu2.shape, generator=self.g_disc, device=self.device, dtype=self.dtype)
-                z_perm = permute_dims(mu2 + torch.exp(0.5 * logvar2) * eps2, self.g_disc)
+        if self.disc is not None and cfg.perm_batch == "same":
+            self._joint_logits = self.disc(z)
+            tc = total_correlation(self._joint_logits)
+        elif self.disc is not None:
+            z_perm = self.permuted_codes(x_other)
             d_logits = self.disc(torch.cat([z, z_perm]))
             tc = total_correlation(d_logits[: len(z)])
             d_loss, acc = discriminator_loss(d_logits[: len(z)], d_logits[len(z) :])
         loss = obj.combine(recon, kl, gap, tc)
         self.opt.zero_grad()
-        loss.backward(inputs=self.vae_params, retain_graph=d_loss is not None)
+        # reduction "sum": the author's losses are batch sums (size_average=False), so the gradient is len(x) times the mean's.
+        (loss * len(x) if cfg.reduction == "sum" else loss).backward(inputs=self.vae_params, retain_graph=self.disc is not None)
         if d_loss is not None:
             self.d_opt.zero_grad()
             d_loss.backward(inputs=self.disc_params)
@@ -217,27 +291,37 @@ class Trainer:
                              gap.detach(), acc.detach()])
         return torch.cat([terms, gaussian_kl_per_dim(mu.detach(), logvar.detach()).mean(0)])
 
+    def eval_capacity(self) -> float:
+        """C of the test pass after an epoch: the next update's on the ramp, the epoch's own on the staircase
+        (the author's test loss takes the ``epoch/2`` of the epoch just trained)."""
+        if self.config.c_schedule == "staircase":
+            return self.capacity_at(self.step - 1)
+        return self.capacity_at(self.step)
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         """The objective on the whole test split, model in eval mode, noise from a fixed per-run stream."""
         cfg, obj = self.config, self.objective
         self.vae.eval()
         g = _generator(cfg.seed, "eval", self.device)
-        recon_sum = kl_sum = kl_dims_sum = 0.0
+        c = self.eval_capacity()
+        recon_sum = kl_sum = kl_dims_sum = gap_sum = 0.0
         zs = []
         for start in range(0, len(self.test_images), EVAL_BATCH):
             x = self.test_images[start : start + EVAL_BATCH].to(self.dtype).div_(255.0)
             eps = torch.randn(len(x), cfg.z_dim, generator=g, device=self.device, dtype=self.dtype)
             logits, mu, logvar, z = self.vae(x, eps)
-            recon_sum = recon_sum + bernoulli_nll(logits, x).sum()
-            kl_sum = kl_sum + gaussian_kl(mu, logvar).sum()
+            recon_sum = recon_sum + self.recon_per_image(logits, x).sum()
+            kl_per_image = gaussian_kl(mu, logvar)
+            kl_sum = kl_sum + kl_per_image.sum()
+            if cfg.capacity_form == "sample":
+                gap_sum = gap_sum + (kl_per_image - c).abs().sum()
             kl_dims_sum = kl_dims_sum + gaussian_kl_per_dim(mu, logvar).sum(0)
             zs.append(z)
         self.vae.train()
         n = len(self.test_images)
         recon, kl = float(recon_sum) / n, float(kl_sum) / n
-        c = capacity(self.step, cfg.c_max, self.ramp)
-        gap = abs(kl - c)
+        gap = float(gap_sum) / n if cfg.capacity_form == "sample" else abs(kl - c)
         tc = acc = math.nan
         if self.disc is not None:
             z = torch.cat(zs)
@@ -248,27 +332,47 @@ class Trainer:
         return {"loss": loss, "recon": recon, "kl": kl, "tc": tc, "capacity": c, "capacity_gap": gap, "disc_acc": acc,
                 "kl_dims": (kl_dims_sum / n).tolist()}
 
+    def epoch_orders(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's order of the training images, and of D's independent batches where it has them.
+
+        Drawn on the CPU (same bits on every device) and moved once per epoch: a per-step
+        host-to-device copy would synchronise the GPU at every update.
+        """
+        n = len(self.train_images)
+        order = torch.randperm(n, generator=self.g_data).to(self.device)
+        independent = self.disc is not None and self.config.perm_batch == "independent"
+        other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if independent else None
+        return order, other
+
+    def add_terms(self, totals: torch.Tensor, terms: torch.Tensor, images: int) -> None:
+        """Add one update's terms to an epoch's totals, weighted by its share of a full batch.
+
+        A full batch weighs exactly 1; :meth:`epoch_means` divides by the epoch's images over the
+        batch size, so a kept last batch of 96 of 128 counts 0.75, as a mean over images counts it.
+        """
+        bs = self.config.batch_size
+        totals += terms if images == bs else terms * (images / bs)
+
+    def epoch_means(self, totals: torch.Tensor) -> torch.Tensor:
+        return totals / (self.epoch_images / self.config.batch_size)
+
     def run_epoch(self) -> EpochResult:
         cfg = self.config
         start = time.perf_counter()
-        n, bs = len(self.train_images), cfg.batch_size
-        # Orders are drawn on the CPU (same bits on every device) and moved once per epoch:
-        # a per-step host-to-device copy would synchronise the GPU at every update.
-        order = torch.randperm(n, generator=self.g_data).to(self.device)
-        other = torch.randperm(n, generator=self.g_disc_order).to(self.device) if self.disc is not None else None
+        order, other = self.epoch_orders()
         totals = torch.zeros(len(TERMS) + cfg.z_dim, device=self.device, dtype=torch.float64)
-        for b in range(self.steps_per_epoch):
-            x = self.batch_of(self.train_images, order[b * bs : (b + 1) * bs])
-            x_other = self.batch_of(self.train_images, other[b * bs : (b + 1) * bs]) if other is not None else None
-            totals += self.train_step(x, x_other)
-        train = split_terms((totals / self.steps_per_epoch).tolist())
+        for lo, hi in self.bounds:
+            x = self.batch_of(self.train_images, order[lo:hi])
+            x_other = self.batch_of(self.train_images, other[lo:hi]) if other is not None else None
+            self.add_terms(totals, self.train_step(x, x_other), hi - lo)
+        train = split_terms(self.epoch_means(totals).tolist())
         train_seconds = time.perf_counter() - start
         self.epoch += 1
         eval_start = time.perf_counter()
         test = self.evaluate()
         eval_seconds = time.perf_counter() - eval_start
         rows = [
-            self._row("train", train, self.steps_per_epoch * bs, train_seconds),
+            self._row("train", train, self.epoch_images, train_seconds),
             self._row("test", test, len(self.test_images), eval_seconds),
         ]
         diverged = not all(math.isfinite(r["loss"]) for r in rows)

@@ -47,7 +47,8 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def make_plan(models: list[str], datasets: list[str], seeds, profile: str, overrides: dict, out: Path) -> list[PlannedRun]:
+def make_plan(models: list[str], datasets: list[str], seeds, profile: str, overrides: dict, out: Path,
+              recipe: str = "described") -> list[PlannedRun]:
     """Every (dataset, model, seed) run, in a stable order; ``seeds`` is a count N (0..N-1) or a list of seeds."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
@@ -56,7 +57,7 @@ def make_plan(models: list[str], datasets: list[str], seeds, profile: str, overr
     for dataset in datasets:
         for model in models:
             for seed in seeds:
-                config = resolve(model, dataset, seed, profile, overrides)
+                config = resolve(model, dataset, seed, profile, overrides, recipe)
                 if config.train_subset and config.train_subset < config.batch_size:
                     raise BenchError(
                         f"train subset {config.train_subset} is smaller than one batch of {config.batch_size}; "

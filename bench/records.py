@@ -95,7 +95,9 @@ CHECKPOINT_FORMAT = 2  # 2: a lockstep stack saves each run's own state (1: stac
 CHECKPOINT_FORMATS_READ = (1, 2)
 # RunConfig fields added after the first published records, with the value those records implicitly used:
 # a config read from such a record gets them, so old and new runs of one setting compare equal.
-ADDED_DEFAULTS = {"dtype": "float32"}
+ADDED_DEFAULTS = {"dtype": "float32", "recipe": "described", "nets": "table2", "init": "torch", "capacity_form": "batch",
+                  "c_schedule": "linear", "c_step": 0.5, "disc": "kim-mnih", "perm_batch": "independent",
+                  "last_batch": "drop", "reduction": "mean"}
 
 
 class RecordError(BenchError):

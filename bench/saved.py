@@ -37,7 +37,7 @@ def load_vae(weights: Path) -> tuple[RunConfig, VAE]:
     except Exception as exc:  # noqa: BLE001
         raise BenchError(f"weights {weights} are unreadable ({type(exc).__name__}); {RETRAIN}") from None
     channels, size = data.DATASETS[config.dataset].channels, data.DATASETS[config.dataset].image_size
-    vae = VAE(config.z_dim, channels, size, getattr(torch, config.dtype))
+    vae = VAE(config.z_dim, channels, size, getattr(torch, config.dtype), config.nets)
     try:
         vae.load_state_dict(state["vae"])
     except (KeyError, RuntimeError) as exc:

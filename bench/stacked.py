@@ -40,21 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from models.objectives import (
-    bernoulli_nll,
-    capacity,
-    discriminator_loss,
-    gaussian_kl,
-    gaussian_kl_per_dim,
-    total_correlation,
-)
+from models.objectives import discriminator_loss, gaussian_kl, gaussian_kl_per_dim, total_correlation
 
 from .config import RunConfig
-from .engine import TERMS, EpochResult, Trainer, adam, split_terms
+from .engine import _DISC_ACC, TERMS, EpochResult, Trainer, adam, make_nets, split_terms
 
-# Fields a stack's runs must share; the others (seed, coefficients, C schedule) may differ.
+# Fields a stack's runs must share; the others (seed, coefficients, C schedule, initialisation) may differ.
 SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
-                 "train_subset", "test_subset", "dtype")
+                 "train_subset", "test_subset", "dtype", "nets", "disc", "perm_batch", "last_batch", "capacity_form",
+                 "reduction")
 
 
 def stack_key(config: RunConfig) -> tuple:
@@ -65,14 +59,9 @@ def stack_key(config: RunConfig) -> tuple:
 def training_bytes(config: RunConfig, channels: int, image_size: int) -> int:
     """Bytes of one run's training state: per parameter its weight, gradient and Adam's three buffers
     (two moments and the denominator, :class:`bench.optim.Adam`)."""
-    from models.nets import VAE, Discriminator
-
-    dtype = getattr(torch, config.dtype)
     with torch.device("meta"):  # shapes only, nothing allocated
-        nets = [VAE(config.z_dim, channels, image_size, dtype)]
-        if config.gamma != 0:
-            nets.append(Discriminator(config.z_dim, dtype=dtype))
-    return 5 * sum(p.numel() for net in nets for p in net.parameters()) * dtype.itemsize
+        nets = [net for net in make_nets(config, channels, image_size) if net is not None]
+    return 5 * sum(p.numel() for net in nets for p in net.parameters()) * getattr(torch, config.dtype).itemsize
 
 
 def cpu_workers(runs: int, threads: int) -> tuple[int, int]:
@@ -210,15 +199,24 @@ class StackedTrainer:
             self.d_opt = adam(self.disc_leaves, self.config.d_lr, (self.config.d_beta1, self.config.d_beta2), self.device)
 
         # The inputs of one update, refilled in place before each: a captured graph reads them where they are.
-        k, bs, z_dim = len(self.runs), self.config.batch_size, self.config.z_dim
+        self.same_batch = self.config.perm_batch == "same"
+        self._inputs = {self.config.batch_size: self._allocate(self.config.batch_size, image_shape)}
+        self.image_shape = image_shape
+        full = self._inputs[self.config.batch_size]
+        self._update_full = CapturedStep(lambda: self._update(full)) if self.cuda_graphs else lambda: self._update(full)
+
+    def _allocate(self, batch: int, image_shape) -> dict:
+        """Input buffers of one vectorised update of ``batch`` images per run."""
+        k, z_dim = len(self.runs), self.config.z_dim
         on = {"device": self.device, "dtype": self.dtype}
-        self.x = torch.empty((k, bs, *image_shape), **on)
-        self.c = torch.empty(k, **on)
-        self.eps = torch.empty(k, bs, z_dim, **on)
+        inputs = {"x": torch.empty((k, batch, *image_shape), **on), "c": torch.empty(k, **on),
+                  "eps": torch.empty(k, batch, z_dim, **on)}
         if self.has_disc:
-            self.x_other, self.eps2 = torch.empty_like(self.x), torch.empty_like(self.eps)
-            self.keys = torch.empty(k, bs, z_dim, device=self.device)  # torch.rand's default dtype, as in permute_dims
-        self._update_once = CapturedStep(self._update) if self.cuda_graphs else self._update
+            inputs["eps2"] = torch.empty(k, batch, z_dim, **on)
+            inputs["keys"] = torch.empty(k, batch, z_dim, device=self.device)  # torch.rand's default dtype, as in permute_dims
+            if not self.same_batch:
+                inputs["x_other"] = torch.empty_like(inputs["x"])
+        return inputs
 
     def _vae(self, params, x, eps):
         return functional_call(self.vae_shape, params, (x, eps))
@@ -231,42 +229,54 @@ class StackedTrainer:
 
     def capacities(self, steps: int) -> torch.Tensor:
         """Every run's C(t) for its next ``steps`` updates, ``(steps, runs)``, made in one host-to-device copy."""
-        return torch.tensor([[capacity(t.step + i, t.config.c_max, t.ramp) for t in self.runs] for i in range(steps)],
+        return torch.tensor([[t.capacity_at(t.step + i) for t in self.runs] for i in range(steps)],
                             device=self.device, dtype=self.dtype)
 
-    def _fill(self, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> None:
-        """Copy one update's batch and C(t) into the input buffers and draw its noise there.
+    def _fill(self, inputs: dict, x: torch.Tensor, x_other: torch.Tensor | None, c: torch.Tensor) -> None:
+        """Copy one update's batch and C(t) into its input buffers and draw its noise there.
 
         Random numbers are drawn per run from its own streams, in the order a solo update draws them.
         """
-        self.x.copy_(x)
-        self.c.copy_(c)
+        inputs["x"].copy_(x)
+        inputs["c"].copy_(c)
+        shape = inputs["eps"].shape[1:]
         for k, t in enumerate(self.runs):
-            torch.randn(self.eps.shape[1:], generator=t.g_noise, device=self.device, dtype=self.dtype, out=self.eps[k])
+            torch.randn(shape, generator=t.g_noise, device=self.device, dtype=self.dtype, out=inputs["eps"][k])
         if self.has_disc:
-            self.x_other.copy_(x_other)
+            if x_other is not None:
+                inputs["x_other"].copy_(x_other)
             for k, t in enumerate(self.runs):
-                torch.randn(self.eps2.shape[1:], generator=t.g_disc, device=self.device, dtype=self.dtype, out=self.eps2[k])
-                torch.rand(self.keys.shape[1:], generator=t.g_disc, device=self.device, out=self.keys[k])
+                torch.randn(shape, generator=t.g_disc, device=self.device, dtype=self.dtype, out=inputs["eps2"][k])
+                torch.rand(shape, generator=t.g_disc, device=self.device, out=inputs["keys"][k])
 
-    def _gradients(self) -> torch.Tensor:
+    def _permuted_codes(self, x: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """Each run's codes of ``x`` from its encoder as it is now, shuffled by its keys (Trainer.permuted_codes)."""
+        with torch.no_grad():
+            mu2, logvar2 = vmap(self._encoder)(self.encoder_params, x)
+            return _permute_stacked(mu2 + torch.exp(0.5 * logvar2) * inputs["eps2"], inputs["keys"])
+
+    def _gradients(self, inputs: dict) -> torch.Tensor:
         """Set the stacked ``.grad``s for one update of every run (as Trainer.gradients does for one); return the terms.
 
         Reads the input buffers only, so that it can be captured as a CUDA graph. Returns
         ``(runs, len(TERMS) + z_dim)``: the terms, then the per-dimension KLs (one output, one graph buffer).
         """
-        x, c, k = self.x, self.c, len(self.runs)
-        logits, mu, logvar, z = vmap(self._vae)(self.vae_params, x, self.eps)
-        recon = vmap(lambda lg, im: bernoulli_nll(lg, im).mean())(logits, x)
-        kl = vmap(lambda m, lv: gaussian_kl(m, lv).mean())(mu, logvar)
-        gap = (kl - c).abs()
+        x, c, k = inputs["x"], inputs["c"], len(self.runs)
+        first, cfg = self.runs[0], self.config
+        logits, mu, logvar, z = vmap(self._vae)(self.vae_params, x, inputs["eps"])
+        recon = vmap(lambda lg, im: first.recon_per_image(lg, im).mean())(logits, x)
+        kl_per_image = vmap(gaussian_kl)(mu, logvar)
+        kl = kl_per_image.mean(1)
+        gap = (kl_per_image - c[:, None]).abs().mean(1) if cfg.capacity_form == "sample" else (kl - c).abs()
         loss = recon + self.w_kl * kl + self.w_cap * gap
         nan = torch.full((k,), math.nan, device=self.device, dtype=self.dtype)
         tc, acc, d_loss = nan, nan, None
-        if self.has_disc:
-            with torch.no_grad():
-                mu2, logvar2 = vmap(self._encoder)(self.encoder_params, self.x_other)
-                z_perm = _permute_stacked(mu2 + torch.exp(0.5 * logvar2) * self.eps2, self.keys)
+        if self.has_disc and self.same_batch:
+            self._joint_logits = vmap(self._disc)(self.disc_params, z)
+            tc = vmap(total_correlation)(self._joint_logits)
+            loss = loss + self.gamma * tc
+        elif self.has_disc:
+            z_perm = self._permuted_codes(inputs["x_other"], inputs)
             d_logits = vmap(self._disc)(self.disc_params, torch.cat([z, z_perm], dim=1))
             n = z.shape[1]
             tc = vmap(total_correlation)(d_logits[:, :n])
@@ -274,7 +284,8 @@ class StackedTrainer:
             loss = loss + self.gamma * tc
         # Summed over runs, each run's parameters get the gradient of its own loss only.
         self.opt.zero_grad()
-        loss.sum().backward(inputs=self.vae_leaves, retain_graph=d_loss is not None)
+        scaled = loss * x.shape[1] if cfg.reduction == "sum" else loss
+        scaled.sum().backward(inputs=self.vae_leaves, retain_graph=self.has_disc)
         if d_loss is not None:
             self.d_opt.zero_grad()
             d_loss.sum().backward(inputs=self.disc_leaves)
@@ -283,9 +294,16 @@ class StackedTrainer:
         kl_dims = vmap(lambda m, lv: gaussian_kl_per_dim(m, lv).mean(0))(mu.detach(), logvar.detach())
         return torch.cat([terms, kl_dims], dim=1)
 
-    def _update(self) -> torch.Tensor:
-        terms = self._gradients()
+    def _update(self, inputs: dict) -> torch.Tensor:
+        terms = self._gradients(inputs)
         self.opt.step()
+        if self.has_disc and self.same_batch:  # D's loss on the same images encoded after the VAE's update
+            z_perm = self._permuted_codes(inputs["x"], inputs)
+            d_loss, acc = vmap(discriminator_loss)(self._joint_logits, vmap(self._disc)(self.disc_params, z_perm))
+            self.d_opt.zero_grad()
+            d_loss.sum().backward(inputs=self.disc_leaves)
+            terms[:, _DISC_ACC] = acc.detach().to(self.dtype)
+            self._joint_logits = None
         if self.has_disc:
             self.d_opt.step()
         return terms
@@ -314,8 +332,14 @@ class StackedTrainer:
                 return self.runs[k].train_step(x[k], None if x_other is None else x_other[k])
 
             return torch.stack(list(self._map(update, range(len(self.runs)))))
-        self._fill(x, x_other, c)
-        terms = self._update_once()
+        batch = x.shape[1]
+        if batch == self.config.batch_size:
+            self._fill(self._inputs[batch], x, x_other, c)
+            terms = self._update_full()
+        else:  # a kept last batch, smaller than the graphed one: eager, with buffers of its own size
+            inputs = self._inputs.setdefault(batch, self._allocate(batch, self.image_shape))
+            self._fill(inputs, x, x_other, c)
+            terms = self._update(inputs)
         for t in self.runs:
             t.step += 1
         return terms
@@ -383,18 +407,17 @@ class StackedTrainer:
 
     def _run_epoch(self) -> list[EpochResult]:
         start = time.perf_counter()
-        bs, n = self.config.batch_size, len(self.train_images)
-        orders = torch.stack([torch.randperm(n, generator=t.g_data) for t in self.runs]).to(self.device)
-        others = (torch.stack([torch.randperm(n, generator=t.g_disc_order) for t in self.runs]).to(self.device)
-                  if self.has_disc else None)
+        first = self.runs[0]
+        orders, others = zip(*(t.epoch_orders() for t in self.runs))
+        orders = torch.stack(orders)
+        others = torch.stack(others) if others[0] is not None else None
         totals = torch.zeros(len(self.runs), len(TERMS) + self.config.z_dim, device=self.device, dtype=torch.float64)
         caps = self.capacities(self.steps_per_epoch)
-        first = self.runs[0]
-        for b in range(self.steps_per_epoch):
-            x = first.batch_of(self.train_images, orders[:, b * bs : (b + 1) * bs])
-            x_other = first.batch_of(self.train_images, others[:, b * bs : (b + 1) * bs]) if others is not None else None
-            totals += self.train_step(x, x_other, caps[b])
-        means = (totals / self.steps_per_epoch).tolist()
+        for b, (lo, hi) in enumerate(first.bounds):
+            x = first.batch_of(self.train_images, orders[:, lo:hi])
+            x_other = first.batch_of(self.train_images, others[:, lo:hi]) if others is not None else None
+            first.add_terms(totals, self.train_step(x, x_other, caps[b]), hi - lo)
+        means = first.epoch_means(totals).tolist()
         train_seconds = (time.perf_counter() - start) / len(self.runs)
         self._publish_weights()
 
@@ -406,7 +429,7 @@ class StackedTrainer:
             eval_start = time.perf_counter()
             test = t.evaluate()
             rows = [
-                t._row("train", split_terms(terms), self.steps_per_epoch * bs, train_seconds),
+                t._row("train", split_terms(terms), t.epoch_images, train_seconds),
                 t._row("test", test, len(t.test_images), time.perf_counter() - eval_start),
             ]
             results.append(EpochResult(t.epoch, rows, not all(math.isfinite(r["loss"]) for r in rows)))

@@ -72,13 +72,43 @@ PRESETS: dict[str, Objective] = {
     "cfactorvae": Objective(w_kl=0.0, w_cap=1.0, gamma=6.4),
     "cvae-burgess": Objective(w_kl=0.0, w_cap=1000.0, gamma=0.0),
 }
+# The paper's objectives as its code trains them (githubgreat886/controllable-factorVAE, main.py): the loss
+# functions and argparse defaults the model names reach. Its capacity and TC terms take other forms
+# (per-sample |KL_i - C|, the author's discriminator), set by the author recipe (bench.config.RECIPES).
+AUTHOR_PRESETS: dict[str, Objective] = {
+    # `--model bvae`: beta_vae_loss, bce + beta * KL; beta 1 is the VAE, beta 4 the argparse default.
+    "vae": Objective(w_kl=1.0, w_cap=0.0, gamma=0.0),
+    "betavae": Objective(w_kl=4.0, w_cap=0.0, gamma=0.0),
+    # `--model cvae`: controlled_vae_loss, bce + beta * sum_i |KL_i - C|, beta = 4 (argparse default).
+    "cvae": Objective(w_kl=0.0, w_cap=4.0, gamma=0.0),
+    # `--model factorvae`: factor_vae_loss, bce + KL + gamma * sum_i D(z_i); `--gamma` is declared
+    # type=int with default 3.5, and argparse converts only string defaults, so gamma is 3.5.
+    "factorvae": Objective(w_kl=1.0, w_cap=0.0, gamma=3.5),
+    # `--model cfactorvae`: controlled_factor_vae_loss, bce + sum_i |KL_i - C| + gamma * sum_i D(z_i).
+    "cfactorvae": Objective(w_kl=0.0, w_cap=1.0, gamma=3.5),
+}
 # The five objectives the paper compares: what ``--models all`` trains.
 PAPER_MODELS: tuple[str, ...] = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
+# torch 0.4's binary cross-entropy added this inside both logs (THNN BCECriterion); later torch clamps logs at -100.
+TORCH04_BCE_EPS = 1e-12
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) per image: binary cross-entropy with logits summed over pixels. Shape (N,)."""
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def bernoulli_nll_of_probs(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per image as the author's code computed it under torch 0.4. Shape (N,).
+
+    Its decoder ends in ``nn.Sigmoid`` and its loss is ``F.binary_cross_entropy`` on those
+    probabilities, which torch 0.4 evaluated as -[x log(p + eps) + (1 - x) log(1 - p + eps)]
+    with eps = 1e-12: where float32's sigmoid rounds to exactly 0 or 1 against another target,
+    a pixel costs at most -log(1e-12) = 27.6 nats, not the infinity of the exact formula.
+    """
+    p = torch.sigmoid(logits)
+    eps = TORCH04_BCE_EPS
+    return -(x * torch.log(p + eps) + (1 - x) * torch.log(1 - p + eps)).flatten(1).sum(1)
 
 
 def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -102,6 +132,26 @@ def capacity(step: int, c_max: float, ramp_steps: int) -> float:
     return float(c_max) * min(1.0, step / ramp_steps)
 
 
+def staircase_capacity(epoch: int, c_step: float, c_max: float) -> float:
+    """C of the author's code: ``epoch/2`` passed for every update of 0-based ``epoch`` and for its test pass.
+
+    ``c_step`` nats per epoch (0.5 there), fixed within an epoch, at most ``c_max``.
+    """
+    return min(float(c_max), float(c_step) * epoch)
+
+
+def capacity_gap(kl_per_image: torch.Tensor, c, form: str) -> torch.Tensor:
+    """The capacity term |KL - C| of a batch, in one of two forms; both are nats per image.
+
+    ``batch``: |mean_i KL_i - C|, the batch's mean KL held at C (Burgess et al. 2018, Eq. 8 on a
+    minibatch). ``sample``: mean_i |KL_i - C|, each image's KL held at C, as the author's
+    ``controlled_vae_loss`` sums ``torch.abs(kld.sum(1) - C)`` over the batch.
+    """
+    if form == "sample":
+        return (kl_per_image - c).abs().mean()
+    return (kl_per_image.mean() - c).abs()
+
+
 def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Shuffle each latent column independently across the batch: a sample of prod_j q(z_j).
 
@@ -113,15 +163,32 @@ def permute_dims(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def total_correlation(d_logits: torch.Tensor) -> torch.Tensor:
-    """TC ~ E_q(z)[log D(z) / (1 - D(z))] = mean(logit_0 - logit_1) (paper Eq. 11)."""
+    """TC ~ E_q(z)[log D(z) / (1 - D(z))] (paper Eq. 11), from D's outputs on z ~ q(z).
+
+    Two logits (Kim & Mnih's D): mean(logit_0 - logit_1). One output (the author's D):
+    mean_i D(z_i), the author's ``_tc_loss`` ``D(z).sum()`` per image.
+    """
+    if d_logits.shape[-1] == 1:
+        return d_logits[:, 0].mean()
     return (d_logits[:, 0] - d_logits[:, 1]).mean()
 
 
 def discriminator_loss(logits_joint: torch.Tensor, logits_perm: torch.Tensor):
-    """Cross-entropy of D on z ~ q(z) (class 0) and permuted z (class 1), and its accuracy.
+    """D's loss on z ~ q(z) and on permuted z, and its accuracy. Returns ``(loss, accuracy)``.
 
-    Returns ``(loss, accuracy)``; the loss is the mean of the two classes' mean cross-entropies.
+    Two logits: cross-entropy with class 0 for z and class 1 for permuted z, the mean of the two
+    classes' means. One output (the author's D): ``F.binary_cross_entropy_with_logits`` of
+    ``[D(z), D(z_perm)]`` against ``[1, 0]``, the mean over both halves, as in the author's
+    ``process_fvae``; an output above 0 counts as 'drawn from q(z)', so a D that outputs 0 on
+    everything scores 0.5.
     """
+    if logits_joint.shape[-1] == 1:
+        joint, perm = logits_joint[:, 0], logits_perm[:, 0]
+        logits = torch.cat([joint, perm])
+        targets = torch.cat([torch.ones_like(joint), torch.zeros_like(perm)])
+        loss = F.binary_cross_entropy_with_logits(logits, targets)
+        accuracy = ((joint > 0).sum() + (perm <= 0).sum()) / len(logits)
+        return loss, accuracy
     zeros = torch.zeros(len(logits_joint), dtype=torch.long, device=logits_joint.device)
     ones = torch.ones(len(logits_perm), dtype=torch.long, device=logits_perm.device)
     loss = 0.5 * (F.cross_entropy(logits_joint, zeros) + F.cross_entropy(logits_perm, ones))

@@ -18,8 +18,8 @@ def images(n, seed=0):
     return torch.randint(0, 256, (n, 1, 32, 32), generator=g, dtype=torch.uint8)
 
 
-def small(model, seed, **overrides):
-    return resolve(model, "mnist", seed, "smoke", {"epochs": 2, "batch_size": 16, "z_dim": 6, **overrides})
+def small(model, seed, recipe="described", **overrides):
+    return resolve(model, "mnist", seed, "smoke", {"epochs": 2, "batch_size": 16, "z_dim": 6, **overrides}, recipe)
 
 
 def solo(config, train_images, test_images):
@@ -43,7 +43,7 @@ def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None, 
 FLOAT32_FLOORS = {"tc": 1e-4, "disc_acc": 0.05, "kl_dims": 1e-5}
 
 
-def assert_close(got, expected, rtol):
+def assert_close(got, expected, rtol, floors=FLOAT32_FLOORS):
     assert [(r["epoch"], r["split"], r["step"], r["n_images"]) for r in got] == [
         (r["epoch"], r["split"], r["step"], r["n_images"]) for r in expected]
     for g, e in zip(got, expected):
@@ -51,9 +51,9 @@ def assert_close(got, expected, rtol):
             if math.isnan(e[column]):
                 assert math.isnan(g[column]), column
             else:
-                floor = FLOAT32_FLOORS.get(column, 1e-5) if rtol >= 1e-4 else rtol / 100
+                floor = floors.get(column, 1e-5) if rtol >= 1e-4 else rtol / 100
                 assert g[column] == pytest.approx(e[column], rel=rtol, abs=floor), (g["split"], column)
-        floor = FLOAT32_FLOORS["kl_dims"] if rtol >= 1e-4 else rtol / 100
+        floor = floors["kl_dims"] if rtol >= 1e-4 else rtol / 100
         assert g["kl_dims"] == pytest.approx(e["kl_dims"], rel=rtol, abs=floor), g["split"]
 
 
@@ -65,6 +65,27 @@ def test_a_stacked_run_gives_its_solo_numbers(dtype, rtol, models):
     together = stacked(configs, train_images, test_images)
     for config in configs:
         assert_close(together[config.run_id], solo(config, train_images, test_images), rtol)
+
+
+AUTHOR_FAMILIES = [("vae", "betavae", "cvae"), ("factorvae", "cfactorvae")]
+# The author recipe's lr of 1e-3 amplifies float32 rounding in the terms near zero: the same solo run
+# on 1 and on 2 torch threads parted by 2.4e-4 nats of KL (factorvae seed 1) and 1.1e-2 (cvae seed 1)
+# within these 10 updates, against 3.5e-9 and 6.0e-9 in the described recipe; a stack parted from its
+# solo runs by at most 2.4e-4. Float64 holds every column to 1e-9 relative, as in the described recipe.
+AUTHOR_FLOAT32_FLOORS = {**FLOAT32_FLOORS, "kl": 2e-3, "capacity_gap": 2e-3, "kl_dims": 2e-3}
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("float64", 1e-9)])
+@pytest.mark.parametrize("models", AUTHOR_FAMILIES)
+def test_a_vectorised_author_recipe_run_gives_its_solo_numbers(dtype, rtol, models):
+    # 70 images in batches of 16: a kept last batch of 6, which a vectorised stack updates with buffers of its own
+    train_images, test_images = images(70), images(40, seed=1)
+    configs = [small(model, seed, "author", dtype=dtype) for model in models for seed in (0, 1)]
+    together = stacked(configs, train_images, test_images)
+    for config in configs:
+        expected = solo(config, train_images, test_images)
+        assert [r["n_images"] for r in expected if r["split"] == "train"] == [70, 70]
+        assert_close(together[config.run_id], expected, rtol, AUTHOR_FLOAT32_FLOORS)
 
 
 def without_seconds(rows):
@@ -84,11 +105,13 @@ def one_torch_thread():
 VAE_FAMILY, FACTOR_FAMILY = ("vae", "betavae", "cvae", "cvae-burgess"), ("factorvae", "cfactorvae")
 
 
-@pytest.mark.parametrize("models, workers", [(VAE_FAMILY, 1), (VAE_FAMILY, 3), (FACTOR_FAMILY, 1), (FACTOR_FAMILY, 2)])
-def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models, workers, one_torch_thread):
+@pytest.mark.parametrize("models, workers, recipe", [(VAE_FAMILY, 1, "described"), (VAE_FAMILY, 3, "described"),
+                                                     (FACTOR_FAMILY, 1, "described"), (FACTOR_FAMILY, 2, "described"),
+                                                     (AUTHOR_FAMILIES[1], 2, "author")])
+def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models, workers, recipe, one_torch_thread):
     # workers > 1: the runs' updates are made side by side on that many threads
-    train_images, test_images = images(64), images(40, seed=1)
-    configs = [small(model, seed, dtype="float32") for model in models for seed in (0, 1)]  # channels-last
+    train_images, test_images = images(70 if recipe == "author" else 64), images(40, seed=1)
+    configs = [small(model, seed, recipe, dtype="float32") for model in models for seed in (0, 1)]  # channels-last
     together = stacked(configs, train_images, test_images, vectorised=False, workers=workers)
     for config in configs:
         assert without_seconds(together[config.run_id]) == without_seconds(solo(config, train_images, test_images))
