@@ -3,14 +3,16 @@
 The report reads the parquet tree written by ``bench run`` (see :mod:`bench.records`),
 takes each run's numbers at its final epoch, and writes
 
-* ``out`` (markdown): per dataset, Table 1 beside the paper's numbers, the runs left out
+* ``out`` (markdown): per dataset and recipe (the config's ``recipe``: ``described``, or
+  ``author`` for the paper's own code), Table 1 beside the paper's numbers, the runs left out
   of the means, Welch tests of CFactorVAE against every other model with Holm correction,
-  and one verdict line per claim of the paper;
+  and one verdict line per claim of the paper; an ``author`` section also says how that
+  recipe differs from the described one. Runs of two recipes are never averaged or tested together;
 * ``out`` with a ``.csv`` suffix: the same table with numeric mean, SD and n columns;
 * next to ``out``: ``figure3.png/.svg`` (test reconstruction error per epoch),
   ``figure-loss.png/.svg`` (train and test loss per epoch) and, for records with per-dimension
   KLs, ``figure-kl-dims.png/.svg``; with several datasets each name gets the dataset as a
-  suffix, e.g. ``figure3-mnist.png``;
+  suffix, e.g. ``figure3-mnist.png``, and with several recipes the recipe, e.g. ``figure3-author.png``;
 * for a dataset with known factors, a section with the disentanglement scores of the metric
   records (mean ± SD per model, Welch tests of CFactorVAE against each model, Holm-corrected);
 * in ``figures/`` next to ``out``, the pictures of :mod:`bench.traverse` for seed 0 of each
@@ -33,20 +35,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import BenchError
-from .records import ACTIVE_KL, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree, weights_path
+from .paper import (AUTHOR_CODE, AUTHOR_TEST_PRINT, CHALLENGER, CLAIM_NAMES, CLAIMS, LABELS, PAPER_DATASET,
+                    PAPER_TABLE1, PAPER_TEST_SCALE, PLANNED_METRICS)
+from .records import (ACTIVE_KL, ADDED_DEFAULTS, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree,
+                      weights_path)
 from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 # Named variants get a Table 1 row of their own when their records exist, after their paper model.
 VARIANTS = {"cvae-burgess": "cvae"}
-LABELS = {
-    "vae": "VAE",
-    "betavae": "β-VAE",
-    "cvae": "Controlled VAE (CVAE)",
-    "cvae-burgess": "CVAE, Burgess weight 1000",
-    "factorvae": "FactorVAE (FVAE)",
-    "cfactorvae": "CFactorVAE (CFVAE)",
-}
+# The recipes in report order. A record written before configs had a recipe was trained by the
+# described one, and bench.records.read_tree gives it that recipe (ADDED_DEFAULTS).
+RECIPES = ("described", "author")
+DEFAULT_RECIPE = ADDED_DEFAULTS["recipe"]
 HEADERS = {
     "train_loss": "Train loss",
     "train_recon": "Train recon loss",
@@ -55,29 +56,37 @@ HEADERS = {
 }
 # Table 1's columns, in the order of the final values the records give (bench.records.FINAL_METRICS).
 METRICS = tuple((key, HEADERS[key]) for key, _, _ in FINAL_METRICS)
-# The paper's Table 1 as printed, in METRICS order; it reports no VAE or beta-VAE row.
-PAPER_TABLE1 = {
-    "cvae": (125.75, 124.89, 21.13, 21.0),
-    "factorvae": (141.12, 121.14, 23.73, 20.48),
-    "cfactorvae": (118.69, 118.02, 20.01, 19.92),
-}
-# The paper's test columns read as a test-set sum divided by the training-set size: in all six
-# (train, test) pairs its train number is 5.92 to 5.95 times its test number, and MNIST has
-# 60,000 training and 10,000 test images. An inference; the paper states no normalisation.
-PAPER_TEST_SCALE = 60_000 / 10_000
-PAPER_DATASET = "mnist"
-CHALLENGER = "cfactorvae"
-# The planned family: the paper's test-set claims, CFactorVAE lower than each baseline.
-PLANNED_METRICS = ("test_recon", "test_loss")
-CLAIMS = (
-    ("test_recon", "factorvae", "FactorVAE"),
-    ("test_recon", "cvae", "Controlled-VAE"),
-    ("test_loss", "factorvae", "FactorVAE"),
-    ("test_loss", "cvae", "Controlled-VAE"),
-)
-CLAIM_NAMES = {"test_recon": "test recon error", "test_loss": "test loss"}
 ALPHA = 0.05
 POWER = 0.8
+# What loss - recon holds per recipe: each objective's terms beside the reconstruction.
+ADDED_TERMS = {
+    "described": "|KL − C| for CVAE, KL + γ TC for FactorVAE, |KL − C| + γ TC for CFactorVAE",
+    "author": "4 · mean_i |KL_i − C| for CVAE, KL + γ · mean_i D(z_i) for FactorVAE, mean_i |KL_i − C| + "
+              "γ · mean_i D(z_i) for CFactorVAE",
+}
+# How the author recipe trains against the described one, one row each: (what, author, described).
+AUTHOR_DIFFERENCES = (
+    ("Batches", "128 images, the last partial batch of 96 kept: 469 updates an epoch on MNIST's 60,000 images, "
+     "and the epoch mean weights that batch by its size", "64 images, the partial batch dropped"),
+    ("Adam", "lr 1e-3 with the default betas, for the VAE and for D", "lr 1e-4; D's betas (0.5, 0.9)"),
+    ("Networks", "the author's: conv 1→32→64→64, conv-transpose 64→64→32→1, a sigmoid output and binary "
+     "cross-entropy on its probabilities as torch 0.4 computed it (1e-12 inside each log; today's torch clamps "
+     "the log at −100)", "Table 2's conv 32→32→64 and its mirror, cross-entropy of the logits"),
+    ("Initialisation", "torch 0.4's: U(±1/√n), n = in_channels · k · k for conv and conv-transpose alike",
+     "current torch's (a conv-transpose's fan from its out_channels)"),
+    ("Capacity term", "per sample, β · mean_i \\|KL_i − C\\|: β = 4 for CVAE, 1 for CFactorVAE",
+     "\\|mean KL − C\\|, weight 1"),
+    ("C", "a staircase, epoch / 2: 0, 0.5, …, 24.5, fixed within an epoch and at test time",
+     "a linear ramp over the updates to 25"),
+    ("TC weight γ", "3.5 (argparse's `type=int` never parses the float default)", "6.4"),
+    ("Discriminator", "Linear 20→1000→1000→1000→1 with `nn.LeakyReLU(True)`, i.e. negative slope 1, the "
+     "identity, and a ReLU on its single output: an affine map clipped at 0",
+     "6 × 1000 with LeakyReLU(0.2), 2 logits"),
+    ("TC term", "γ · mean_i D(z_i)", "γ · mean(logit_0 − logit_1)"),
+    ("D's update", "BCE with logits of [D(z), D(perm z′)] against [1, 0], z′ a second encoding of the same images "
+     "after the VAE's step", "the permuted codes of an independent batch"),
+    ("Gradient", "losses summed over the batch (reduction sum)", "means over the batch"),
+)
 RUN_KEYS = ["run_id", "dataset", "model", "seed"]
 # The disentanglement metrics of bench.metrics, as stored in the metric records; higher is better for all.
 SCORES = {
@@ -86,7 +95,6 @@ SCORES = {
     "dci_disentanglement": "DCI disentanglement",
     "sap": "SAP",
 }
-
 
 
 @dataclass(frozen=True)
@@ -103,12 +111,15 @@ class ReportSummary:
         Every PNG and SVG written.
     datasets : tuple of str
         The datasets reported, in report order.
+    sections : tuple of (str, str)
+        The (dataset, recipe) pairs reported, one section each, in report order.
     """
 
     markdown: Path
     csv: Path
     figures: tuple[Path, ...]
     datasets: tuple[str, ...]
+    sections: tuple[tuple[str, str], ...]
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -124,6 +135,18 @@ def _model_order(models) -> list[str]:
         order.append(model)
         order += sorted(v for v, base in VARIANTS.items() if base == model and v in present)
     return order + sorted(present - set(order))
+
+
+def sections(finals: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (dataset, recipe) pairs in ``finals``: datasets sorted, recipes in :data:`RECIPES` order, then any other."""
+    rank = {recipe: i for i, recipe in enumerate(RECIPES)}
+    pairs = set(zip(finals["dataset"], finals["recipe"]))
+    return sorted(pairs, key=lambda pair: (pair[0], rank.get(pair[1], len(RECIPES)), pair[1]))
+
+
+def _section(finals: pd.DataFrame, dataset: str, recipe: str) -> pd.DataFrame:
+    """The rows of one report section: one dataset, one recipe."""
+    return finals[(finals["dataset"] == dataset) & (finals["recipe"] == recipe)]
 
 
 def paper_ratios() -> dict[tuple[str, str], float]:
@@ -152,24 +175,25 @@ def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        The ``runs`` columns plus ``config_key`` (the config minus the seed), ``in_table``
-        and, for each metric key of :data:`METRICS`, the value and ``<key>_epoch``. A
-        finished or running run gives its values at the last epoch recorded for the split;
-        a diverged run gives, per metric, the last finite value. ``in_table`` marks, per
-        (dataset, model), the runs of the configuration with the most finished seeds (ties:
-        most runs, then most epochs), so that runs of different settings are never averaged
-        together.
+        The ``runs`` columns plus ``config_key`` (the config minus the seed), ``recipe``
+        (the config's), ``in_table`` and, for each metric key of :data:`METRICS`, the
+        value and ``<key>_epoch``. A finished or running run gives its values at the last
+        epoch recorded for the split; a diverged run gives, per metric, the last finite value.
+        ``in_table`` marks, per (dataset, recipe, model), the runs of the configuration with
+        the most finished seeds (ties: most runs, then most epochs), so that runs of different
+        settings are never averaged together and each recipe has a table of its own.
     """
     finals = final_values(rows, runs)
+    finals["recipe"] = finals["config"].map(lambda config: config["recipe"])
     finals["in_table"] = False
-    for _, group in finals.groupby(["dataset", "model"], sort=False):
+    for _, group in finals.groupby(["dataset", "recipe", "model"], sort=False):
         chosen = max(group["config_key"].unique(), key=lambda key: config_rank(group[group["config_key"] == key], key))
         finals.loc[group.index[group["config_key"] == chosen], "in_table"] = True
     return finals
 
 
 def summarise(finals: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as numbers: per (dataset, model), mean, SD (ddof=1) and n of each metric.
+    """Table 1 as numbers: per (dataset, recipe, model), mean, SD (ddof=1) and n of each metric.
 
     Parameters
     ----------
@@ -179,25 +203,27 @@ def summarise(finals: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``dataset, model, label, epochs, trained_on, n_finished, n_diverged,
+        Columns ``dataset, recipe, model, label, epochs, trained_on, n_finished, n_diverged,
         n_unfinished``, then ``<key>_mean, <key>_sd, <key>_n`` per metric; the paper's
         number as printed (``paper_<key>``), on our scale (``paper_scaled_<key>``: test
         columns times :data:`PAPER_TEST_SCALE`) and ours minus that (``diff_<key>``); and
         loss minus recon per run, ``<split>_gap_mean, <split>_gap_sd`` with the paper's
         ``paper_<split>_gap`` on our scale. Every one of the five models has a row for every
-        dataset, with n = 0 where it has no runs. Only finished runs of the table's
-        configuration enter the means; ``n_diverged`` and ``n_unfinished`` count the runs of
-        that configuration left out.
+        (dataset, recipe) of the records, with n = 0 where it has no runs. Only finished runs
+        of the table's configuration enter the means; ``n_diverged`` and ``n_unfinished``
+        count the runs of that configuration left out.
     """
     table = []
-    for dataset in sorted(finals["dataset"].dropna().unique()):
-        mine = finals[(finals["dataset"] == dataset) & finals["in_table"]]
+    for dataset, recipe in sections(finals.dropna(subset=["dataset"])):
+        mine = _section(finals, dataset, recipe)
+        mine = mine[mine["in_table"]]
         for model in _model_order(mine["model"].dropna().unique()):
             runs = mine[mine["model"] == model]
             done = runs[runs["status"] == "finished"]
             epochs = sorted(pd.to_numeric(done["epochs"], errors="coerce").dropna().astype(int).unique())
             row = {
                 "dataset": dataset,
+                "recipe": recipe,
                 "model": model,
                 "label": LABELS.get(model, model),
                 "epochs": "/".join(map(str, epochs)),
@@ -227,24 +253,20 @@ def summarise(finals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def _scores(finals: pd.DataFrame, dataset: str, model: str, key: str) -> np.ndarray:
-    """Finite final-epoch values of one metric over the table's finished seeds."""
-    runs = finals[
-        (finals["dataset"] == dataset)
-        & (finals["model"] == model)
-        & finals["in_table"]
-        & (finals["status"] == "finished")
-    ]
+def _scores(section: pd.DataFrame, model: str, key: str) -> np.ndarray:
+    """Finite final-epoch values of one metric over the table's finished seeds of one section."""
+    runs = section[(section["model"] == model) & section["in_table"] & (section["status"] == "finished")]
     values = runs[key].to_numpy(dtype=float)
     return values[np.isfinite(values)]
 
 
-def compare(finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """CFactorVAE against every other model of one dataset on the planned metrics.
+def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
+    """CFactorVAE against every other model of one dataset and recipe on the planned metrics.
 
     Each comparison is a two-sided Welch t-test of A = cfactorvae against B on the
     final-epoch scores of the finished seeds; Holm's correction runs over the whole
-    family (every B times both metrics of :data:`PLANNED_METRICS`) of this dataset.
+    family (every B times both metrics of :data:`PLANNED_METRICS`) of this dataset and
+    recipe. Runs of another recipe never enter: they trained another objective.
 
     Parameters
     ----------
@@ -252,6 +274,8 @@ def compare(finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
         From :func:`final_epoch_table`.
     dataset : str
         The dataset whose runs are compared.
+    recipe : str
+        The recipe whose runs are compared.
 
     Returns
     -------
@@ -261,15 +285,16 @@ def compare(finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
         ``mde_nats`` (smallest |d| detectable at alpha 0.05 with power 0.8, and that times
         the pooled SD) and ``reason``: empty when the test ran, else why it could not.
     """
-    present = set(finals.loc[finals["dataset"] == dataset, "model"].dropna())
+    section = _section(finals, dataset, recipe)
+    present = set(section["model"].dropna())
     # The paper's two baselines are always compared, so a missing one shows as untestable.
     others = [m for m in _model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
     nan = float("nan")
     comparisons = []
     for key in PLANNED_METRICS:
-        a = _scores(finals, dataset, CHALLENGER, key)
+        a = _scores(section, CHALLENGER, key)
         for model in others:
-            b = _scores(finals, dataset, model, key)
+            b = _scores(section, model, key)
             row = dict(metric=key, a=CHALLENGER, b=model, n_a=a.size, n_b=b.size,
                        mean_a=a.mean() if a.size else nan, mean_b=b.mean() if b.size else nan,
                        diff=nan, lo=nan, hi=nan, t=nan, df=nan, p=nan, g=nan, p_sup=nan,
@@ -345,12 +370,12 @@ def _p(value: float) -> str:
     return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
-def _cell(mean: float, sd: float, n: int) -> str:
+def _cell(mean: float, sd: float, n: int, digits: int = 2) -> str:
     if n == 0:
         return "—"
     if n == 1:
-        return f"{mean:.2f} (n = 1, no SD)"
-    return f"{mean:.2f} ± {sd:.2f} (n = {n})"
+        return f"{mean:.{digits}f} (n = 1, no SD)"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n = {n})"
 
 
 def _subset(value) -> str:
@@ -384,9 +409,8 @@ def _config_value(run: dict, key: str):
     return (run.get("config") or {}).get(key)
 
 
-def _provenance(finals: pd.DataFrame, dataset: str) -> list[str]:
-    """Where the table's numbers come from, and which runs it leaves out."""
-    mine = finals[finals["dataset"] == dataset]
+def _provenance(mine: pd.DataFrame) -> list[str]:
+    """Where the table's numbers of one section come from, and which runs it leaves out."""
     table = mine[mine["in_table"]]
     done = table[table["status"] == "finished"]
     seeds = sorted(int(s) for s in done["seed"].dropna().unique())
@@ -409,9 +433,8 @@ def _provenance(finals: pd.DataFrame, dataset: str) -> list[str]:
     return lines
 
 
-def _other_configs(finals: pd.DataFrame, dataset: str) -> list[str]:
-    """A line per configuration left out of the table, naming what differs from the table's."""
-    mine = finals[finals["dataset"] == dataset]
+def _other_configs(mine: pd.DataFrame) -> list[str]:
+    """A line per configuration of one section left out of its table, naming what differs from the table's."""
     lines = []
     for model in _model_order(mine["model"].unique()):
         runs = mine[mine["model"] == model]
@@ -442,16 +465,21 @@ def _table1_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _against_paper_markdown(summary: pd.DataFrame) -> list[str]:
-    """The paper's Table 1 as printed and on our scale, ours minus it, and the loss - recon consistency lines."""
+def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
+    """The paper's Table 1 as printed and on our scale, ours minus it, and the loss - recon consistency lines.
+
+    ``summary`` holds the rows of one section, ``recipe`` its recipe, which decides what loss - recon holds.
+    """
     ratios = paper_ratios()
     listed = ", ".join(f"{LABELS[m].split(' (')[0]} {q} {r:.3f}" for (m, q), r in ratios.items())
     lines = [
         "The paper's test columns are on another scale than its train columns: in all six (train, test) pairs "
         f"its train number is {min(ratios.values()):.2f} to {max(ratios.values()):.2f} times its test number "
-        f"({listed}). MNIST has 60,000 training and 10,000 test images, so we read them as test-set sums divided "
-        f"by the training-set size and multiply them by {PAPER_TEST_SCALE:g} to put them on our per-image scale. "
-        "This is an inference: the paper states no normalisation. Its train columns are used as printed.",
+        f"({listed}). MNIST has 60,000 training and 10,000 test images, and the paper's code prints test-set sums "
+        f"divided by the training-set size: `main.py` of {AUTHOR_CODE}, in `process_cvae` and in `process_fvae`, "
+        f"prints its test line as `{AUTHOR_TEST_PRINT}`. That confirms the reading the ratios suggest, so we "
+        f"multiply the paper's test columns by {PAPER_TEST_SCALE:g} to put them on our per-image scale; the paper "
+        "itself states no normalisation. Its train columns are used as printed.",
         "",
         "| Model | Metric | Ours | Paper as printed | Paper on our scale | Ours − paper |",
         "|---|---|---|---|---|---|",
@@ -463,11 +491,12 @@ def _against_paper_markdown(summary: pd.DataFrame) -> list[str]:
             diff = "—" if pd.isna(row[f"diff_{key}"]) else f"{row[f'diff_{key}']:+.2f}"
             lines.append(f"| {row['label']} | {header} | {_cell(row[f'{key}_mean'], row[f'{key}_sd'], row[f'{key}_n'])} "
                          f"| {row[f'paper_{key}']:.2f} | {scaled} | {diff} |")
+    added = f" ({ADDED_TERMS[recipe]})" if recipe in ADDED_TERMS else ""
     lines += [
         "",
-        "Consistency: loss − recon is what each objective adds to the reconstruction term (|KL − C| for CVAE, "
-        "KL + γ TC for FactorVAE, |KL − C| + γ TC for CFactorVAE), comparable between the paper and us without "
-        "any reading of its units. Ours is the mean ± SD over seeds of each run's own difference.",
+        f"Consistency: loss − recon is what each objective adds to the reconstruction term{added}, comparable "
+        "between the paper and us without any reading of its units. Ours is the mean ± SD over seeds of each "
+        "run's own difference.",
         "",
         "| Model | Paper: train loss − recon | Ours: train | Paper: test loss − recon (× 6) | Ours: test |",
         "|---|---|---|---|---|",
@@ -479,12 +508,74 @@ def _against_paper_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _author_recipe_markdown(curves: pd.DataFrame) -> list[str]:
+    """How the author recipe differs from the described one, and whether its discriminator went dead.
+
+    ``curves`` holds the per-epoch rows of the section's finished runs (:func:`_curves`). The
+    author's D is an affine map clipped at 0, so the VAE can push it to 0 on every real z; its
+    ``tc`` column (the mean of D(z) over real codes) is then exactly 0 and the TC term has no gradient.
+    """
+    lines = [
+        f"The author recipe trains as the paper's code does ({AUTHOR_CODE}, `main.py`); the described recipe as the "
+        "paper's text, its Table 2 and the works it cites describe. Each difference moves the numbers.",
+        "",
+        "| | Author recipe | Described recipe |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {what} | {author} | {described} |" for what, author, described in AUTHOR_DIFFERENCES]
+    lines += [
+        "",
+        "The author's D can be driven to output 0 on every real z (its output ReLU clips an affine map); from then "
+        "on the TC term γ · mean_i D(z_i) is 0 with zero gradient, and the FactorVAE and CFactorVAE runs train "
+        "without it. D(z) on real z at the final epoch: `tc` is the mean of D(z) over the split's real codes, "
+        "`disc_acc` D's accuracy with an output above 0 read as real (0.5 when D outputs 0 everywhere); mean ± SD "
+        "over seeds.",
+        "",
+    ]
+    with_d = curves[curves["model"].isin(["factorvae", "cfactorvae"])]
+    if with_d.empty:
+        lines.append("No finished FactorVAE or CFactorVAE run of this recipe yet: nothing to say of its D.")
+    else:
+        last = with_d[with_d["epoch"] == with_d.groupby(["run_id", "split"])["epoch"].transform("max")]
+        lines += ["| Model | tc, train | tc, test | disc_acc, train | disc_acc, test "
+                  "| Runs with tc = 0 on both splits |", "|---|---|---|---|---|---|"]
+        dead_runs = 0
+        for model in ("factorvae", "cfactorvae"):
+            mine = last[last["model"] == model]
+            if mine.empty:
+                continue
+            cells = []
+            for column in ("tc", "disc_acc"):
+                for split in ("train", "test"):
+                    values = mine.loc[mine["split"] == split, column].to_numpy(dtype=float)
+                    values = values[np.isfinite(values)]
+                    cells.append(_cell(values.mean() if values.size else np.nan,
+                                       values.std(ddof=1) if values.size > 1 else np.nan, values.size, digits=3))
+            # Dead on both splits: D said 0 to every real z of the final epoch's updates and of the test set.
+            dead = mine.groupby("run_id")["tc"].agg(lambda tc: len(tc) == 2 and bool((tc == 0).all()))
+            dead_runs += int(dead.sum())
+            lines.append(f"| {LABELS[model]} | " + " | ".join(cells) + f" | {int(dead.sum())} of {len(dead)} |")
+        consequence = ": in those the TC term no longer acts." if dead_runs else "."
+        lines += ["", f"D outputs 0 on every real z of both splits at the final epoch in {dead_runs} of "
+                      f"{with_d['run_id'].nunique()} runs{consequence}"]
+    lines += [
+        "",
+        "CVAE and CFactorVAE differ here in their capacity weight as well as in the TC term: 4 · mean_i |KL_i − C| "
+        "for CVAE, 1 · mean_i |KL_i − C| for CFactorVAE. A CFactorVAE that beats CVAE in this section may owe it to "
+        "the weight alone. The ablation that tells them apart trains CFactorVAE without its TC term, "
+        "`bench run --models cfactorvae --recipe author --set gamma=0`, into a records folder of its own (`--out`) "
+        "so that it does not compete with this table's configuration: what it keeps of CFactorVAE's lead is the "
+        "weight's.",
+    ]
+    return lines
+
+
 def _where(run: dict) -> str:
     return "yes" if run["in_table"] else "no (other configuration)"
 
 
-def _excluded_runs(finals: pd.DataFrame, dataset: str) -> list[str]:
-    mine = finals[finals["dataset"] == dataset].copy()
+def _excluded_runs(section: pd.DataFrame) -> list[str]:
+    mine = section.copy()
     mine["order"] = mine["model"].map({m: i for i, m in enumerate(_model_order(mine["model"].unique()))})
     mine = mine.sort_values(["order", "seed"])
     lines = []
@@ -507,7 +598,7 @@ def _excluded_runs(finals: pd.DataFrame, dataset: str) -> list[str]:
                 "none finite" if pd.isna(r[k]) else f"{r[k]:.2f} (epoch {r[f'{k}_epoch']})" for k, *_ in METRICS
             ]
             lines.append(f"| {r['model']} | {r['seed']} | {r['epochs_done']}/{r['epochs']} | " + " | ".join(values) + f" | {_where(r)} |")
-    others = _other_configs(finals, dataset)
+    others = _other_configs(section)
     if others:
         lines += ["", "#### Other configurations (not in the table)", "",
                   "Only the configuration with the most finished seeds per model is reported.", "", *others]
@@ -552,9 +643,9 @@ def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _finished_scores(scores: pd.DataFrame, finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The metric rows of the finished runs in the table's configuration of one dataset."""
-    keep = finals[(finals["dataset"] == dataset) & finals["in_table"] & (finals["status"] == "finished")]
+def _finished_scores(scores: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
+    """The metric rows of the finished runs in the table's configuration of one section."""
+    keep = section[section["in_table"] & (section["status"] == "finished")]
     return scores.merge(keep[RUN_KEYS], on=RUN_KEYS)
 
 
@@ -646,8 +737,11 @@ def _scores_markdown(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _figure_kl_dims(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
-    """Per-dimension KL at the final epoch (dimensions sorted per run) and active dimensions per epoch."""
+def _figure_kl_dims(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
+    """Per-dimension KL at the final epoch (dimensions sorted per run) and active dimensions per epoch.
+
+    ``scope`` names what the curves are of in the title: the dataset, with the recipe when several are reported.
+    """
     test = curves[(curves["split"] == "test") & curves["kl_dims"].notna()]
     order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
@@ -674,18 +768,17 @@ def _figure_kl_dims(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path
                      errorbar="sd", ax=right, legend=False)
         right.set_ylabel(f"active dimensions (KL > {ACTIVE_KL} nats)")
         right.set_title("Active dimensions per epoch (test split)")
-    figure.suptitle(f"What the objectives do to the latent dimensions ({dataset}): mean ± 1 SD over seeds")
+    figure.suptitle(f"What the objectives do to the latent dimensions ({scope}): mean ± 1 SD over seeds")
     return _save(figure, stem)
 
 
-def _curves(rows: pd.DataFrame, finals: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Per-epoch rows of the finished runs in the table of the paper's five objectives, with a display label.
+def _curves(rows: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch rows of one section's finished runs in the table of the paper's five objectives, with a display label.
 
     Variants such as ``cvae-burgess`` stay out of the figures: their losses, hundreds of nats
     above the rest, would flatten every other curve.
     """
-    keep = finals[(finals["dataset"] == dataset) & finals["in_table"] & (finals["status"] == "finished")
-                  & finals["model"].isin(MODELS)]
+    keep = section[section["in_table"] & (section["status"] == "finished") & section["model"].isin(MODELS)]
     curves = rows.merge(keep[RUN_KEYS], on=RUN_KEYS)
     return curves.assign(label=curves["model"].map(lambda m: LABELS.get(m, m)))
 
@@ -701,8 +794,8 @@ def _save(figure: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def _figure3(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
-    """Test recon error per epoch: one panel per model and one overlay, mean ± 1 SD."""
+def _figure3(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
+    """Test recon error per epoch: one panel per model and one overlay, mean ± 1 SD; ``scope`` as in the title."""
     test = curves[curves["split"] == "test"]
     order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
@@ -725,12 +818,12 @@ def _figure3(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
         overlay.legend(title=None, fontsize="small")
     overlay.set_title("All models")
     overlay.set_ylabel("test recon error (nats / image)")
-    figure.suptitle(f"Figure 3 ({dataset}): test reconstruction error per epoch, mean line with a band of ±1 SD over seeds")
+    figure.suptitle(f"Figure 3 ({scope}): test reconstruction error per epoch, mean line with a band of ±1 SD over seeds")
     return _save(figure, stem)
 
 
-def _figure_loss(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
-    """Train and test loss per epoch, all models overlaid, mean ± 1 SD."""
+def _figure_loss(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
+    """Train and test loss per epoch, all models overlaid, mean ± 1 SD; ``scope`` as in the title."""
     order = [LABELS.get(m, m) for m in _model_order(curves["model"].unique()) if m in set(curves["model"])]
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     figure = Figure(figsize=(12, 4.5), layout="constrained")
@@ -744,7 +837,7 @@ def _figure_loss(curves: pd.DataFrame, dataset: str, stem: Path) -> list[Path]:
             ax.legend(title=None, fontsize="small")
         ax.set_title(f"{split} loss")
         ax.set_ylabel("loss (nats / image)")
-    figure.suptitle(f"Loss per epoch ({dataset}): mean line with a band of ±1 SD over seeds")
+    figure.suptitle(f"Loss per epoch ({scope}): mean line with a band of ±1 SD over seeds")
     return _save(figure, stem)
 
 
@@ -789,7 +882,8 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         The markdown file to write (e.g. ``results/table1.md``). The CSV goes to the same
         path with a ``.csv`` suffix, the figures into the same folder.
     dataset : str, optional
-        Report only this dataset; by default every dataset in the records gets a section.
+        Report only this dataset; by default every dataset in the records gets a section, one
+        per recipe found for it.
     data_root : path-like, optional
         Where the test images for the pictures are (see :func:`bench.data.resolve_root`); the
         pictures are drawn only for runs whose final weights are in the records.
@@ -821,6 +915,10 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     datasets = [dataset] if dataset is not None else available
     finals = finals[finals["dataset"].isin(datasets)]
     summary = summarise(finals)
+    reported = sections(finals)
+    recipes = sorted({recipe for _, recipe in reported})
+    # A tree of described runs only reads as before recipes existed: no recipe in headings or file names.
+    named = recipes != [DEFAULT_RECIPE]
     csv = out.with_suffix(".csv")
     folder = out.parent
     lines = [
@@ -831,38 +929,48 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         "",
         UNITS,
     ]
+    if len(recipes) > 1:
+        lines += ["", "Each recipe has sections of its own: runs of two recipes trained different objectives and are "
+                      "never averaged or tested together."]
     figures: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name in datasets:
-            suffix = f"-{name}" if len(datasets) > 1 else ""
-            curves = _curves(rows, finals, name)
-            fig3 = _figure3(curves, name, folder / f"figure3{suffix}")
-            loss = _figure_loss(curves, name, folder / f"figure-loss{suffix}")
+        for name, recipe in reported:
+            section = _section(finals, name, recipe)
+            rows_of = summary[(summary["dataset"] == name) & (summary["recipe"] == recipe)]
+            suffix = (f"-{name}" if len(datasets) > 1 else "") + (f"-{recipe}" if len(recipes) > 1 else "")
+            scope = f"{name}, {recipe} recipe" if named else name
+            curves = _curves(rows, section)
+            fig3 = _figure3(curves, scope, folder / f"figure3{suffix}")
+            loss = _figure_loss(curves, scope, folder / f"figure-loss{suffix}")
             figures += fig3 + loss
             has_kl_dims = bool(curves["kl_dims"].notna().any())
-            kl_dims = _figure_kl_dims(curves, name, folder / f"figure-kl-dims{suffix}") if has_kl_dims else []
+            kl_dims = _figure_kl_dims(curves, scope, folder / f"figure-kl-dims{suffix}") if has_kl_dims else []
             figures += kl_dims
-            mine = _finished_scores(scores, finals, name)
-            lines += ["", f"## Dataset: {name}", "", "### Table 1: reconstruction quality at the final epoch", ""]
-            lines += _provenance(finals, name)
-            lines += [""] + _table1_markdown(summary[summary["dataset"] == name])
-            lines += _excluded_runs(finals, name)
+            mine = _finished_scores(scores, section)
+            heading = f"## Dataset: {name}, recipe: {recipe}" if named else f"## Dataset: {name}"
+            lines += ["", heading, "", "### Table 1: reconstruction quality at the final epoch", ""]
+            lines += _provenance(section)
+            lines += [""] + _table1_markdown(rows_of)
+            lines += _excluded_runs(section)
             if name == PAPER_DATASET:
-                lines += ["", "### Against the paper's Table 1", ""] + _against_paper_markdown(summary[summary["dataset"] == name])
+                lines += ["", "### Against the paper's Table 1", ""] + _against_paper_markdown(rows_of, recipe)
             else:
                 lines += ["", f"The paper's Table 1 is measured on {PAPER_DATASET}; there is nothing of it to compare on {name}."]
-            lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name))
+            if recipe == "author":
+                lines += ["", "### How the author recipe differs from the described one", ""]
+                lines += _author_recipe_markdown(curves)
+            lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name, recipe))
             lines += [
                 "", "### Figures", "",
-                f"![Figure 3, {name}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
+                f"![Figure 3, {scope}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
                 "",
-                f"![Train and test loss per epoch, {name}, mean ± 1 SD over seeds]({loss[0].name})",
+                f"![Train and test loss per epoch, {scope}, mean ± 1 SD over seeds]({loss[0].name})",
                 "",
                 "Bands are ±1 SD over seeds, not confidence intervals: a 95% bootstrap band under-covers at 5 seeds.",
             ]
             if kl_dims:
-                lines += ["", f"![Per-dimension KL and active dimensions, {name}]({kl_dims[0].name})"]
+                lines += ["", f"![Per-dimension KL and active dimensions, {scope}]({kl_dims[0].name})"]
             if len(mine):
                 lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
         picture_lines, pictures = _pictures(runs_root, runs[runs["dataset"].isin(datasets)], folder, data_root)
@@ -872,4 +980,5 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         summary.to_csv(csv, index=False)
     except OSError as exc:
         raise BenchError(f"cannot write the report to {folder}: {exc.strerror or exc}; pass an --out in a writable folder") from None
-    return ReportSummary(markdown=out, csv=csv, figures=tuple(figures), datasets=tuple(datasets))
+    return ReportSummary(markdown=out, csv=csv, figures=tuple(figures), datasets=tuple(datasets),
+                         sections=tuple(reported))

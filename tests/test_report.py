@@ -5,6 +5,8 @@ Every expected number is computed here from the planted values, not by the repor
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,25 +19,29 @@ from bench.report import (compare, final_epoch_table, paper_on_our_scale, paper_
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 KEYS = ("train_loss", "train_recon", "test_loss", "test_recon")
+LABELS = {"vae": "VAE", "betavae": "β-VAE", "cvae": "Controlled VAE (CVAE)", "factorvae": "FactorVAE (FVAE)",
+          "cfactorvae": "CFactorVAE (CFVAE)"}
 HEADERS = ("Train loss", "Train recon loss", "Test loss", "Test recon error")
 EPOCHS = 3
 
 
-def write(root, model, seed, finals, *, status="finished", dataset="mnist", epochs_done=EPOCHS, config=None, nan_last=()):
+def write(root, model, seed, finals, *, status="finished", dataset="mnist", epochs_done=EPOCHS, config=None,
+          nan_last=(), tc=(0.0, 0.0), disc_acc=(0.5, 0.5)):
     """One run whose curves fall by 5 nats an epoch to ``finals`` at epoch EPOCHS.
 
-    ``nan_last`` names metric keys (e.g. ``"test_loss"``) that are NaN at the last epoch written.
+    ``nan_last`` names metric keys (e.g. ``"test_loss"``) that are NaN at the last epoch written;
+    ``tc`` and ``disc_acc`` are the (train, test) values of every epoch.
     """
     config = {"model": model, "dataset": dataset, "seed": seed, "epochs": EPOCHS,
               "train_subset": 256, "test_subset": 0, **(config or {})}
-    run_id = f"{model}-{seed}-{config['epochs']}"
+    run_id = f"{model}-{seed}-{config['epochs']}" + (f"-{config['recipe']}" if "recipe" in config else "")
     rows = []
     for epoch in range(1, epochs_done + 1):
-        for split in ("train", "test"):
+        for i, split in enumerate(("train", "test")):
             rows.append(dict(
                 run_id=run_id, model=model, dataset=dataset, seed=seed, epoch=epoch, split=split, step=10 * epoch,
                 loss=finals[f"{split}_loss"] + 5.0 * (EPOCHS - epoch), recon=finals[f"{split}_recon"] + 5.0 * (EPOCHS - epoch),
-                kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5, n_images=256, seconds=1.0,
+                kl=1.0, tc=tc[i], capacity=0.0, capacity_gap=0.0, disc_acc=disc_acc[i], n_images=256, seconds=1.0,
             ))
     for key in nan_last:
         split, column = key.split("_")
@@ -51,14 +57,14 @@ def draw(rng, centre):
             "test_recon": recon[1], "test_loss": recon[1] + 5 + rng.normal(0.0, 1.0)}
 
 
-def planted_tree(root, centres, seeds=5, dataset="mnist", rng_seed=1):
+def planted_tree(root, centres, seeds=5, dataset="mnist", rng_seed=1, config=None):
     """Five seeds per model around each model's centre; returns {(model, seed): finals}."""
     rng = np.random.default_rng(rng_seed)
     planted = {}
     for model, centre in centres.items():
         for seed in range(seeds):
             planted[model, seed] = draw(rng, centre)
-            write(root, model, seed, planted[model, seed], dataset=dataset)
+            write(root, model, seed, planted[model, seed], dataset=dataset, config=config)
     return planted
 
 
@@ -69,6 +75,13 @@ def comparisons_of(root, dataset="mnist"):
 
 # cfactorvae 10 SDs below every other model.
 CENTRES = {"vae": 100.0, "betavae": 110.0, "cvae": 102.0, "factorvae": 101.0, "cfactorvae": 90.0}
+# The author recipe's runs, far from the described ones: cfactorvae above cvae, below factorvae.
+AUTHOR_CENTRES = {"vae": 200.0, "betavae": 210.0, "cvae": 150.0, "factorvae": 220.0, "cfactorvae": 205.0}
+# The reason the paper's test columns are read times 6: the author's print line, named.
+CONFIRMED = ("the paper's code prints test-set sums divided by the training-set size: `main.py` of "
+             "githubgreat886/controllable-factorVAE, in `process_cvae` and in `process_fvae`, prints its test line as "
+             "`print('===> Epoch: {}  Test loss: {:.4f}  Test Reconstruction loss: {:.4f}'.format(epoch+1, "
+             "test_loss / len(train_loader.dataset), test_re_loss / len(train_loader.dataset)))`. That confirms")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +129,8 @@ def test_the_papers_test_columns_are_read_at_six_times_with_their_ratios():
 def test_ours_minus_the_paper_per_cell_and_the_consistency_lines(planted_report):
     planted, summary, markdown = planted_report
     table = pd.read_csv(summary.csv).set_index("model")
-    assert "5.92 to 5.95 times its test number" in markdown and "inference" in markdown
+    assert "5.92 to 5.95 times its test number" in markdown
+    assert CONFIRMED in markdown
     paper_on_six = {"cvae": (125.75, 124.89, 126.78, 126.00), "factorvae": (141.12, 121.14, 142.38, 122.88),
                     "cfactorvae": (118.69, 118.02, 120.06, 119.52)}
     labels = {"cvae": "Controlled VAE (CVAE)", "factorvae": "FactorVAE (FVAE)", "cfactorvae": "CFactorVAE (CFVAE)"}
@@ -322,3 +336,132 @@ def test_same_records_give_byte_identical_files(small_tree, tmp_path):
     assert [p.name for p in first.paths] == [p.name for p in second.paths]
     for a, b in zip(first.paths, second.paths):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_described_records_read_as_before_recipes(planted_report):
+    _, summary, markdown = planted_report
+    headings = [line for line in markdown.splitlines() if line.startswith("#")]
+    assert headings == ["# Reconstruction quality: Table 1 and Figure 3 of the CFactorVAE paper", "## Dataset: mnist",
+                        "### Table 1: reconstruction quality at the final epoch", "### Against the paper's Table 1",
+                        "### Significance", "#### Verdicts on the paper's claims", "### Figures"]
+    assert "recipe" not in markdown
+    assert summary.sections == (("mnist", "described"),)
+    assert set(pd.read_csv(summary.csv)["recipe"]) == {"described"}
+
+
+def cell(values):
+    """A Table 1 cell of five seeds, by hand: mean ± SD (ddof 1)."""
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n = 5)"
+
+
+@pytest.fixture(scope="module")
+def two_recipes(tmp_path_factory):
+    """The planted described tree (records without a recipe key) beside author runs around AUTHOR_CENTRES.
+
+    The author runs' D is dead (tc 0, accuracy 0.5 on both splits) in every cfactorvae run and in
+    factorvae seeds 0 and 1; factorvae seeds 2 to 4 have tc 2 (train) and 1 (test), accuracy 0.8 and 0.7.
+    """
+    root = tmp_path_factory.mktemp("runs")
+    described = planted_tree(root, CENTRES)
+    rng = np.random.default_rng(2)
+    author = {}
+    for model, centre in AUTHOR_CENTRES.items():
+        for seed in range(5):
+            author[model, seed] = draw(rng, centre)
+            alive = model == "factorvae" and seed >= 2
+            write(root, model, seed, author[model, seed], config={"recipe": "author"},
+                  tc=(2.0, 1.0) if alive else (0.0, 0.0), disc_acc=(0.8, 0.7) if alive else (0.5, 0.5))
+    out = tmp_path_factory.mktemp("results") / "table1.md"
+    summary = write_report(root, out)
+    markdown = out.read_text(encoding="utf-8")
+    parts = markdown.split("\n## Dataset: mnist, recipe: ")
+    sections = {part.split("\n", 1)[0]: part for part in parts[1:]}
+    return SimpleNamespace(planted={"described": described, "author": author}, root=root, summary=summary,
+                           markdown=markdown, sections=sections)
+
+
+def test_each_recipe_gets_its_own_section_and_its_own_means(two_recipes):
+    planted, summary, sections = two_recipes.planted, two_recipes.summary, two_recipes.sections
+    assert summary.sections == (("mnist", "described"), ("mnist", "author"))
+    assert list(sections) == ["described", "author"]
+    assert "never averaged or tested together" in two_recipes.markdown
+    table = pd.read_csv(summary.csv).set_index(["recipe", "model"])
+    assert len(table) == 10
+    for recipe, section in sections.items():
+        assert ("- Runs: 25 finished runs averaged; excluded from the means: 0 diverged, 0 unfinished, "
+                "0 of other configurations") in section
+        for model in MODELS:
+            finals = [planted[recipe][model, seed] for seed in range(5)]
+            for key in KEYS:
+                values = [f[key] for f in finals]
+                assert table.loc[(recipe, model), f"{key}_mean"] == pytest.approx(np.mean(values), rel=1e-12)
+                assert table.loc[(recipe, model), f"{key}_n"] == 5
+            row = " | ".join(cell([f[key] for f in finals]) for key in KEYS)
+            assert f"| {LABELS[model]} | {row} | 0 | not recorded |" in section
+
+
+def test_each_recipe_is_tested_on_its_own_runs(two_recipes):
+    planted, sections = two_recipes.planted, two_recipes.sections
+    rows, runs = read_tree(two_recipes.root)
+    for recipe in ("described", "author"):
+        table = compare(final_epoch_table(rows, runs), "mnist", recipe)
+        assert set(table["n_a"]) == {5} and set(table["n_b"]) == {5}
+        for row in table.to_dict("records"):
+            a = [planted[recipe]["cfactorvae", s][row["metric"]] for s in range(5)]
+            b = [planted[recipe][row["b"], s][row["metric"]] for s in range(5)]
+            assert row["diff"] == pytest.approx(np.mean(a) - np.mean(b), rel=1e-12)
+            assert row["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    for claim in ("test recon error than FactorVAE", "test loss than FactorVAE"):
+        for recipe in ("described", "author"):
+            assert f"- CFactorVAE has a lower {claim}: supported" in sections[recipe]
+    for claim in ("test recon error than Controlled-VAE", "test loss than Controlled-VAE"):
+        assert f"- CFactorVAE has a lower {claim}: supported" in sections["described"]
+        assert f"- CFactorVAE has a lower {claim}: contradicted (significantly higher)" in sections["author"]
+
+
+def test_the_author_section_says_how_the_recipes_differ(two_recipes):
+    sections = two_recipes.sections
+    for section in sections.values():
+        assert CONFIRMED in section
+    assert two_recipes.markdown.count("### How the author recipe differs from the described one") == 1
+    author = sections["author"]
+    assert "### How the author recipe differs from the described one" in author
+    for fact in ("469 updates an epoch", "lr 1e-3", "conv 1→32→64→64", "U(±1/√n)",
+                 "β = 4 for CVAE, 1 for CFactorVAE", "0, 0.5, …, 24.5", "| TC weight γ | 3.5 (argparse's `type=int`",
+                 "`nn.LeakyReLU(True)`", "γ · mean_i D(z_i)", "[D(z), D(perm z′)] against [1, 0]", "(reduction sum)",
+                 "`bench run --models cfactorvae --recipe author --set gamma=0`"):
+        assert fact in author, fact
+    assert "4 · mean_i |KL_i − C| for CVAE" in author and "(|KL − C| for CVAE" in sections["described"]
+
+
+def test_the_author_section_says_whether_its_discriminator_died(two_recipes):
+    author = two_recipes.sections["author"]
+    # By hand: factorvae tc train (0, 0, 2, 2, 2): mean 1.2, SD sqrt(4.8 / 4) = 1.095; test (0, 0, 1, 1, 1): 0.6,
+    # sqrt(1.2 / 4) = 0.548; accuracy train (.5, .5, .8, .8, .8): 0.68, sqrt(0.108 / 4) = 0.164; test 0.62, 0.110.
+    assert ("| FactorVAE (FVAE) | 1.200 ± 1.095 (n = 5) | 0.600 ± 0.548 (n = 5) | 0.680 ± 0.164 (n = 5) "
+            "| 0.620 ± 0.110 (n = 5) | 2 of 5 |") in author
+    assert ("| CFactorVAE (CFVAE) | 0.000 ± 0.000 (n = 5) | 0.000 ± 0.000 (n = 5) | 0.500 ± 0.000 (n = 5) "
+            "| 0.500 ± 0.000 (n = 5) | 5 of 5 |") in author
+    assert "at the final epoch in 7 of 10 runs: in those the TC term no longer acts." in author
+
+
+def test_each_recipe_gets_figures_of_its_own(two_recipes):
+    summary, sections = two_recipes.summary, two_recipes.sections
+    assert {p.name for p in summary.figures} == {f"{name}-{recipe}.{ext}" for name in ("figure3", "figure-loss")
+                                                 for recipe in ("described", "author") for ext in ("png", "svg")}
+    for recipe, section in sections.items():
+        assert f"](figure3-{recipe}.png)" in section and f"](figure-loss-{recipe}.png)" in section
+    svg = (summary.markdown.parent / "figure3-author.svg").read_text()
+    assert "mnist, author recipe" in svg
+
+
+def test_an_author_only_tree_names_its_recipe_and_keeps_the_file_names(tmp_path):
+    for model in ("vae", "cvae"):
+        for seed in (0, 1):
+            write(tmp_path / "runs", model, seed, draw(np.random.default_rng(seed), 100.0), config={"recipe": "author"})
+    summary = write_report(tmp_path / "runs", tmp_path / "out" / "table1.md")
+    markdown = summary.markdown.read_text(encoding="utf-8")
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == ["## Dataset: mnist, recipe: author"]
+    assert {p.name for p in summary.figures} == {"figure3.png", "figure3.svg", "figure-loss.png", "figure-loss.svg"}
+    assert "No finished FactorVAE or CFactorVAE run of this recipe yet" in markdown
+    assert "never averaged or tested together" not in markdown
