@@ -124,7 +124,8 @@ def report(runs, dataset, out, data_root):
 @cli.command(name="bench")
 @click.option("--models", default="all", show_default=True, help=MODELS_HELP)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
-@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--recipe", default="described", show_default=True, help="described or author: whose updates are timed")
+@click.option("--batch-size", default=None, type=int, help="images per update  [default: the recipe's, 64 or 128]")
 @click.option("--steps", default=50, show_default=True, type=int, help="timed update steps per objective")
 @click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
 @click.option("--against-usual", is_flag=True,
@@ -135,7 +136,8 @@ def report(runs, dataset, out, data_root):
               help="runs per timed stack (--against-usual, and --device cuda: eager against CUDA graphs)")
 @click.option("--append", "append_to", default=None, type=click.Path(path_type=Path),
               help="--against-usual: append the dated table to this file, e.g. BENCHMARKS.md")
-def bench_speed(models, device, batch_size, steps, threads, against_usual, images, data_root, stack_sizes, append_to):
+def bench_speed(models, device, recipe, batch_size, steps, threads, against_usual, images, data_root, stack_sizes,
+                append_to):
     """Images per second of one training step of each objective, or (--against-usual) the engine against the usual loop."""
     import torch
 
@@ -151,8 +153,13 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
         sizes = ()
     if not sizes or min(sizes) < 1:
         raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of positive counts, e.g. 1,5,25")
+    if recipe not in RECIPES:
+        raise BenchError(f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
     if against_usual:
         from . import data
+
+        if recipe != "described":
+            raise BenchError("--against-usual times the described recipe against its usual loop; leave --recipe out")
         from .speed import compare_with_usual
 
         if images < 64:
@@ -164,6 +171,8 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
                 handle.write("\n" + "\n".join(lines) + "\n")
             click.echo(f"appended to {append_to}")
         return
+    if batch_size is None:
+        batch_size = RECIPES[recipe].get("batch_size", 64)
     if batch_size < 1 or steps < 1:
         raise BenchError("--batch-size and --steps must be at least 1")
     if threads is not None:
@@ -171,14 +180,15 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
             raise BenchError(f"--threads {threads}: need at least 1")
         torch.set_num_threads(threads)
     device = resolve_device(device)
-    click.echo(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), batch {batch_size}, {steps} steps")
+    click.echo(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), {recipe} recipe, "
+               f"batch {batch_size}, {steps} steps")
     click.echo(f"{'model':<11} {'images/s':>10} {'ms/step':>9}")
-    names = parse_names(models, PRESETS, "model", PAPER_MODELS)
+    names = parse_names(models, RECIPE_PRESETS[recipe], "model", PAPER_MODELS)
     # The first timing in a fresh process reads ~25% slow even after 20 warm-up steps (measured),
     # so one untimed pass of the same length settles the process first.
-    measure(names[0], device, batch_size, steps)
+    measure(names[0], device, batch_size, steps, recipe=recipe)
     for model in names:
-        result = measure(model, device, batch_size, steps)
+        result = measure(model, device, batch_size, steps, recipe=recipe)
         click.echo(f"{model:<11} {result.images_per_second:>10.0f} {1000 * result.seconds / steps:>9.2f}")
     if device == "cuda":
         from .speed import stacked_throughput
@@ -186,8 +196,9 @@ def bench_speed(models, device, batch_size, steps, threads, against_usual, image
         click.echo(f"stacked runs, images/s of all runs together, eager / CUDA graphs ({steps} steps):")
         click.echo(f"{'model':<11} " + " ".join(f"{f'stack of {k}':>22}" for k in sizes))
         for model in names:
-            cells = [f"{stacked_throughput(model, k, steps, batch_size, device):,.0f} / "
-                     f"{stacked_throughput(model, k, steps, batch_size, device, cuda_graphs=True):,.0f}" for k in sizes]
+            cells = [f"{stacked_throughput(model, k, steps, batch_size, device, recipe=recipe):,.0f} / "
+                     f"{stacked_throughput(model, k, steps, batch_size, device, cuda_graphs=True, recipe=recipe):,.0f}"
+                     for k in sizes]
             click.echo(f"{model:<11} " + " ".join(f"{cell:>22}" for cell in cells))
 
 

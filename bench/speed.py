@@ -31,13 +31,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 50, warmup: int = 20,
-            image_size: int = 32, channels: int = 1) -> Throughput:
+            image_size: int = 32, channels: int = 1, recipe: str = "described") -> Throughput:
     """Time ``steps`` update steps (VAE update plus, where the objective has one, the discriminator's).
 
     Pixel content does not change the cost, so the images are random; the timing includes moving
     each batch to the device and scaling it, as in training.
     """
-    cfg = resolve(model, "mnist", 0, "paper", {"batch_size": batch_size})
+    cfg = resolve(model, "mnist", 0, "paper", {"batch_size": batch_size}, recipe)
     g = torch.Generator().manual_seed(0)
     n = batch_size * (steps + warmup)
     images = torch.randint(0, 256, (n, channels, image_size, image_size), generator=g, dtype=torch.uint8)
@@ -47,7 +47,8 @@ def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 
 
     def step(index):
         x = trainer.batch_of(trainer.train_images, index)
-        other = trainer.batch_of(trainer.train_images, index.flip(0)) if trainer.disc is not None else None
+        independent = trainer.disc is not None and cfg.perm_batch == "independent"
+        other = trainer.batch_of(trainer.train_images, index.flip(0)) if independent else None
         return trainer.train_step(x, other)
 
     for index in batches[:warmup]:
@@ -62,7 +63,7 @@ def measure(model: str, device: str = "cpu", batch_size: int = 64, steps: int = 
 
 
 def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 64, device: str = "cpu",
-                       cuda_graphs: bool = False) -> float:
+                       cuda_graphs: bool = False, recipe: str = "described") -> float:
     """Images per second of ``runs`` seeds of one objective trained as one stack (random images).
 
     On the CPU the stack shares torch's threads as ``bench run`` shares a task's (runs side by
@@ -74,11 +75,12 @@ def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 
     workers, each = cpu_workers(runs, threads) if torch.device(device).type == "cpu" else (1, threads)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size * 2, 1, 32, 32), generator=g, dtype=torch.uint8)
-    trainer = StackedTrainer([resolve(model, "mnist", seed, "paper", {"batch_size": batch_size}) for seed in range(runs)],
-                             images, images[:batch_size], device, cuda_graphs, workers=workers)
+    configs = [resolve(model, "mnist", seed, "paper", {"batch_size": batch_size}, recipe) for seed in range(runs)]
+    trainer = StackedTrainer(configs, images, images[:batch_size], device, cuda_graphs, workers=workers)
     index = torch.arange(batch_size, device=trainer.device).expand(runs, batch_size)
     x = trainer.runs[0].batch_of(trainer.train_images, index)
-    other = trainer.runs[0].batch_of(trainer.train_images, index.flip(1)) if trainer.has_disc else None
+    independent = trainer.has_disc and configs[0].perm_batch == "independent"
+    other = trainer.runs[0].batch_of(trainer.train_images, index.flip(1)) if independent else None
     untimed = 5 if trainer.device.type == "cuda" else 1  # Adam's state; on a GPU also a graph's warm-up and capture
     caps = trainer.capacities(untimed + steps)
     torch.set_num_threads(each)

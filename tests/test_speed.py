@@ -31,3 +31,19 @@ def test_bench_bench_against_the_usual_loop_appends_a_dated_table(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| cvae |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == 8 and cells[3].endswith("x") and all(float(c.replace(",", "")) > 0 for c in cells[6:])
+
+
+def test_bench_bench_times_the_author_recipe_at_its_own_batch():
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--recipe", "author", "--models",
+                             "cvae,cfactorvae", "--steps", "2", "--threads", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "author recipe, batch 128, 2 steps" in result.stdout
+    rows = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"cvae", "cfactorvae"} and all(v > 0 for v in rows.values())
+
+
+def test_bench_bench_against_the_usual_loop_is_of_the_described_recipe():
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--recipe", "author", "--against-usual"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--against-usual" in result.stderr
