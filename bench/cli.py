@@ -275,6 +275,83 @@ def metrics(runs, data_root, again):
         click.echo(f"no final weights (cannot be scored): {path}")
 
 
+# bench queue: a queue of long matrices trained one after another, in the background, from a fixed commit.
+
+def _queue_options(command):
+    """The options of queue start and queue run: the folder, the code that trains, the matrices."""
+    for option in reversed((
+        click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path),
+                     help="the queue's folder: state, log, worktree, records and reports"),
+        click.option("--repo", default=".", show_default=True, type=click.Path(path_type=Path),
+                     help="the git repository whose commit trains"),
+        click.option("--commit", default=None,
+                     help="the commit that trains  [default: HEAD, refused where the queue trains another commit]"),
+        click.option("--queue", "queue_file", default=None, type=click.Path(path_type=Path),
+                     help="a queue file: one matrix a line, its name then its bench run arguments  "
+                          "[default: the queue's list; a new queue's is bench.queue.DEFAULT_QUEUE]"),
+    )):
+        command = option(command)
+    return command
+
+
+@cli.group(name="queue")
+def queue_group():
+    """A queue of long matrices trained one after another, niced, from a fixed commit: start, status, stop, land."""
+
+
+@queue_group.command(name="start")
+@_queue_options
+def queue_start(folder, repo, commit, queue_file):
+    """Check and plan the queue, then train it in the background (log: FOLDER/queue.log); exit 2 if one runs."""
+    from .queue import read_queue_file, start
+
+    pid = start(folder, repo, commit, read_queue_file(queue_file) if queue_file else None)
+    click.echo(f"queue started in {folder}: pid {pid}, log {folder / 'queue.log'}; "
+               f"bench queue status --folder {folder} to watch it")
+
+
+@queue_group.command(name="run")
+@_queue_options
+def queue_run(folder, repo, commit, queue_file):
+    """Train the queue in this process (what queue start runs in the background); Ctrl-C or SIGTERM stops it."""
+    from .queue import read_queue_file
+    from .queue import run as run_queue
+
+    sys.exit(run_queue(folder, repo, commit, read_queue_file(queue_file) if queue_file else None))
+
+
+@queue_group.command(name="status")
+@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+def queue_status(folder):
+    """Per matrix runs and epochs done, the rate and time left, the queue's ETA, and whether it runs."""
+    from .queue import status
+
+    click.echo(status(folder), nl=False)
+
+
+@queue_group.command(name="stop")
+@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+@click.option("--wait", default=120.0, show_default=True, type=float, help="seconds to wait before a SIGKILL")
+def queue_stop(folder, wait):
+    """SIGTERM the running queue and its bench run, and wait for them to end; start resumes it."""
+    from .queue import stop
+
+    click.echo(stop(folder, wait))
+
+
+@queue_group.command(name="land")
+@click.argument("matrix")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+@click.option("--partial", is_flag=True, help="land the finished runs of an unfinished matrix")
+def queue_land(matrix, dest, folder, partial):
+    """Copy a finished matrix's records (and seed 0's final weights) into DEST, e.g. results/records/mnist-author-e50."""
+    from .queue import land
+
+    copied = land(folder, matrix, dest, partial)
+    click.echo(f"landed {len(copied)} files of {matrix} in {dest}")
+
+
 def main(argv=None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -22,7 +22,7 @@ def pytest_unconfigure(config):
 # (--dist loadfile --no-loadscope-reorder) hands files to workers in collection order, so these go
 # first; one of them started last would leave the other worker idle at the end.
 LONG_FIRST = ("test_resume.py", "test_check.py", "test_stacked.py", "test_bad_input.py", "test_cli.py",
-              "test_paper_matrix.py", "test_locks.py")
+              "test_paper_matrix.py", "test_queue.py", "test_locks.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,0 +1,728 @@
+"""A queue of long matrices, trained one after another from a fixed commit, that survives being stopped.
+
+The paper's 50-epoch matrices take many CPU-hours, more than a work session lasts. ``bench queue
+start`` trains a list of matrices (each a name and the ``bench run`` arguments that train it) in a
+background process, one ``bench run`` after another, niced, and reports each matrix as it
+finishes. It can be killed at any moment, SIGKILL included: started again, it skips the finished
+matrices and calls the same ``bench run`` again, which resumes every stack from its last epoch
+checkpoint bit for bit. The code that trains is a git worktree of one commit (HEAD at the first
+start), so edits to the repository's working tree never reach a run in flight, and every record
+names that commit.
+
+A queue folder (default ``results/queue``, git-ignored) holds ``queue.json`` (the state: the
+commit and, per matrix, its arguments, its plan as ``bench run --dry-run`` lists it, the wall time
+the queue spent on it and when it finished), ``_worktree-<sha>/`` (the code), ``_locks/queue.lock``
+(held by the live queue process), ``queue.pid``, ``queue.log`` (with ``bench run``'s progress
+lines), ``status.md``, ``timings.md``, and per matrix ``<name>/runs/`` (its ``bench run --out``:
+records and checkpoints) and ``<name>/report/`` (its ``bench report``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import BenchError
+from .locks import RunLock, describe, lock_path, read_holder
+from .records import metrics_path, publish_atomic, read_meta, read_run, run_files, weights_path
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One matrix of a queue: its name (its folder in the queue's) and the ``bench run`` arguments that train it."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+# The paper's 50-epoch MNIST matrices, in the order their answers are wanted.
+DEFAULT_QUEUE = (
+    # Table 1's three compared objectives, trained as the author's code trains them.
+    Matrix("author-e50",
+           ("--models", "cvae,factorvae,cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper")),
+    # The author's CFactorVAE without its TC term: the author's CVAE loss, with weight 1 on |KL - C|.
+    Matrix("author-gamma0-e50",
+           ("--models", "cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper", "--set", "gamma=0")),
+    # The author's CFactorVAE with a discriminator that works, to see what its TC term does when it is estimated.
+    Matrix("author-leakyd-e50",
+           ("--models", "cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper",
+            "--set", "disc=author-leaky")),
+    # The plain VAE under the author's recipe: the baseline the three above add their terms to.
+    Matrix("author-vae-e50", ("--models", "vae", "--recipe", "author", "--seeds", "5", "--profile", "paper")),
+    # The five objectives as the paper describes them, for Table 1 beside the author's recipe.
+    Matrix("described-e50", ("--models", "all", "--seeds", "5", "--profile", "paper")),
+)
+
+STATE_FORMAT = 1
+RUN_KEYS = {"run_id", "dataset", "model", "seed", "epochs"}  # a planned run in the state
+FINISHED_KEYS = {"at", "wall_seconds", "machine"}  # a finished matrix in the state
+QUEUE_LOCK = "queue"  # the queue process's lock: <folder>/_locks/queue.lock
+STATUS_EVERY = 60.0  # seconds between the running queue's rewrites of its state and status.md
+# bench run options a matrix may not give, and why.
+NOT_IN_A_MATRIX = {"--out": "the queue gives each matrix its folder", "--dry-run": "the queue plans with it",
+                   "--fresh": "every start would train the matrix from its beginning again"}
+DONE = ("finished", "diverged")  # a run whose record says so is not trained again
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")  # a folder name that cannot clash with _worktree-*, _locks
+# One line of `bench run --dry-run`: "todo  <run_id>  <dataset> <model> seed=<s>  epochs=<e>", perhaps more after.
+PLAN_LINE = re.compile(r"(?:done|todo)\s+(\S+)\s+(\S+)\s+(\S+)\s+seed=(\d+)\s+epochs=(\d+)(?:\s|\Z)")
+CODE_ROOT = Path(__file__).resolve().parents[1]  # where the bench package that runs the queue lives
+PR_SET_PDEATHSIG = 1
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+# Run in the worktree: the plan of each matrix given as a JSON list of `bench run` argument lists,
+# one process for all of them (importing torch takes seconds); a marker line precedes each plan.
+PLAN_SCRIPT = """
+import json, sys
+from bench.cli import main
+for args in json.loads(sys.argv[1]):
+    print("#matrix", flush=True)
+    main([*args, "--dry-run"])
+"""
+# Run in the worktree once a matrix is trained: `bench report ARGS`, then the machine it trained on
+# as the last line (a CPU's model name; a GPU's name first when the records say cuda).
+FINISH_SCRIPT = """
+import sys
+from bench.cli import main
+main(sys.argv[2:])
+from bench.speed import cpu_name
+name = cpu_name()
+if sys.argv[1] == "cuda":
+    import torch
+    name = f"{torch.cuda.get_device_name(0)} with {name}"
+print(name, flush=True)
+"""
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} queue: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class MatrixState:
+    """What the queue keeps of one matrix between its processes."""
+
+    name: str
+    args: list[str]
+    commit: str | None = None  # the commit its plan was made with
+    runs: list[dict] = field(default_factory=list)  # run_id, dataset, model, seed, epochs: from bench run --dry-run
+    wall_seconds: float = 0.0  # time the queue spent training and reporting it, over all its sessions
+    finished: dict | None = None  # at, wall_seconds, machine: written once its report is
+
+
+@dataclass
+class State:
+    commit: str
+    matrices: list[MatrixState]
+
+    def matrix(self, name: str) -> MatrixState:
+        for matrix in self.matrices:
+            if matrix.name == name:
+                return matrix
+        raise BenchError(f"unknown matrix {name!r}; this queue has {', '.join(m.name for m in self.matrices)}")
+
+
+def state_path(folder: Path) -> Path:
+    return Path(folder) / "queue.json"
+
+
+def runs_dir(folder: Path, name: str) -> Path:
+    return Path(folder) / name / "runs"
+
+
+def report_path(folder: Path, name: str) -> Path:
+    return Path(folder) / name / "report" / "table1.md"
+
+
+def worktree_dir(folder: Path, commit: str) -> Path:
+    return Path(folder) / f"_worktree-{commit[:12]}"
+
+
+def read_queue_file(path: Path) -> list[Matrix]:
+    """The matrices of a queue file: one a line, its name then its ``bench run`` arguments; ``#`` starts a comment."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"--queue {path}: cannot read it ({type(exc).__name__})") from None
+    matrices = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise BenchError(f"--queue {path}, line {number}: {exc}") from None
+        if words:
+            matrices.append(Matrix(words[0], tuple(words[1:])))
+    if not matrices:
+        raise BenchError(f"--queue {path}: no matrices in it; write one a line: NAME then its bench run arguments")
+    return matrices
+
+
+def _check_matrices(matrices) -> None:
+    seen = set()
+    for matrix in matrices:
+        if not NAME.match(matrix.name):
+            raise BenchError(f"matrix name {matrix.name!r}: use letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit")
+        if matrix.name in seen:
+            raise BenchError(f"matrix {matrix.name!r} is listed twice")
+        seen.add(matrix.name)
+        for arg in matrix.args:
+            if arg.split("=")[0] in NOT_IN_A_MATRIX:
+                raise BenchError(f"matrix {matrix.name}: leave out {arg} ({NOT_IN_A_MATRIX[arg.split('=')[0]]})")
+
+
+def read_state(folder: Path) -> State | None:
+    """The queue's state, or None where the folder has none; BenchError, touching nothing, if it is damaged."""
+    path = state_path(folder)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != STATE_FORMAT or not isinstance(data.get("commit"), str):
+            raise ValueError("no format or commit")
+        state = State(data["commit"], [MatrixState(**m) for m in data["matrices"]])
+        for m in state.matrices:
+            if not (isinstance(m.name, str) and isinstance(m.args, list) and all(isinstance(a, str) for a in m.args)
+                    and isinstance(m.runs, list) and all(isinstance(r, dict) and RUN_KEYS <= r.keys() for r in m.runs)
+                    and isinstance(m.wall_seconds, (int, float))
+                    and (m.finished is None or isinstance(m.finished, dict) and FINISHED_KEYS <= m.finished.keys())):
+                raise ValueError(f"matrix {m.name!r} is malformed")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BenchError(f"{path} is not a queue state ({type(exc).__name__}: {exc}); move it away to start a new "
+                         "queue in that folder") from None
+    return state
+
+
+def write_state(folder: Path, state: State) -> None:
+    data = {"format": STATE_FORMAT, "commit": state.commit, "matrices": [asdict(m) for m in state.matrices]}
+    publish_atomic(state_path(folder), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1), encoding="utf-8"))
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BenchError(f"git could not run ({type(exc).__name__}); the queue needs git to check out its commit") from None
+
+
+def resolve_commit(repo: Path, ref: str) -> tuple[Path, str]:
+    """The repository's top folder and the full sha of ``ref`` in it; BenchError if either is unknown."""
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    if top.returncode:
+        raise BenchError(f"--repo {repo}: not a git repository")
+    sha = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    if sha.returncode:
+        raise BenchError(f"--commit {ref}: not a commit of {top.stdout.strip()}")
+    return Path(top.stdout.strip()), sha.stdout.strip()
+
+
+def checkout(repo: Path, folder: Path, commit: str) -> Path:
+    """The queue's worktree of ``commit``: made on first use, then reused as long as it holds exactly that commit."""
+    path = worktree_dir(folder, commit)
+    if not path.exists():
+        _git(repo, "worktree", "prune")  # forget a worktree folder deleted by hand, so its path can be reused
+        made = _git(repo, "worktree", "add", "--detach", str(path), commit)
+        if made.returncode:
+            lines = made.stderr.strip().splitlines() or ["no message"]
+            raise BenchError(f"cannot make a git worktree of {commit[:12]} at {path}: {lines[-1]}")
+    head = _git(path, "rev-parse", "HEAD").stdout.strip()
+    changed = _git(path, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+    if head != commit or changed:
+        raise BenchError(f"{path} no longer holds commit {commit[:12]} as it was; delete it (git worktree remove --force "
+                         f"{path}) and start again to check it out anew")
+    return path
+
+
+def _env(worktree: Path | None = None) -> dict:
+    """The environment of the queue's child processes: paths made absolute, since they start elsewhere."""
+    env = dict(os.environ)
+    for key in ("BENCH_DATA", "BENCH_CACHE"):
+        if env.get(key):
+            env[key] = str(Path(env[key]).resolve())
+    if worktree is not None:  # its code first, whatever else is on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(worktree), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _as_child() -> None:
+    """In each process the queue starts, before it runs: niced, and on Linux killed when the queue dies, so
+    no ``bench run`` goes on training (and holding its runs' locks) after its queue was killed alone."""
+    os.nice(10)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _in_worktree(worktree: Path, arguments: list[str], **options):
+    """``python ARGUMENTS`` with the worktree's code, niced, its output passed through unless ``options`` say otherwise."""
+    return subprocess.Popen([sys.executable, *arguments], cwd=worktree, env=_env(worktree), preexec_fn=_as_child,
+                            stdin=subprocess.DEVNULL, **options)
+
+
+def run_args(folder: Path, matrix: MatrixState) -> list[str]:
+    # Checkpoints every epoch unless the matrix says otherwise (a later option wins): a kill loses one epoch at most.
+    return ["run", "--checkpoint-every", "1", *matrix.args, "--out", str(runs_dir(folder, matrix.name))]
+
+
+def plan(folder: Path, worktree: Path, commit: str, matrices: list[MatrixState]) -> None:
+    """Fill in each matrix's runs as ``bench run --dry-run`` of the worktree lists them; BenchError naming the
+    matrix if its arguments are bad at that commit."""
+    child = _in_worktree(worktree, ["-c", PLAN_SCRIPT, json.dumps([run_args(folder, m) for m in matrices])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = child.communicate()
+    chunks = out.split("#matrix\n")[1:]
+    if child.returncode:
+        failed = matrices[max(0, len(chunks) - 1)].name
+        lines = [line for line in err.splitlines() if line.strip()] or [f"exit code {child.returncode}"]
+        reason = next((line for line in reversed(lines) if line.startswith("bench: error:")), lines[-1])
+        raise BenchError(f"matrix {failed} at commit {commit[:12]}: {reason.removeprefix('bench: error: ')}")
+    for matrix, chunk in zip(matrices, chunks):
+        lines = chunk.strip().splitlines()
+        found = [PLAN_LINE.match(line) for line in lines[:-1]]
+        if len(chunks) != len(matrices) or not found or not all(found) or lines[-1] != f"{len(found)} runs planned":
+            raise BenchError(f"matrix {matrix.name}: cannot read the plan that bench run --dry-run printed at commit "
+                             f"{commit[:12]}")
+        matrix.runs = [{"run_id": m[1], "dataset": m[2], "model": m[3], "seed": int(m[4]), "epochs": int(m[5])}
+                       for m in found]
+        matrix.commit = commit
+
+
+def _merge(state: State | None, given: list[Matrix] | None) -> list[MatrixState]:
+    """The queue's matrices: ``given`` in its order, each keeping what the state knows of it; the state's list
+    when nothing is given, else DEFAULT_QUEUE. A list may only grow: a changed or dropped matrix is refused."""
+    known = {m.name: m for m in state.matrices} if state else {}
+    if given is None:
+        return state.matrices if state else [MatrixState(m.name, list(m.args)) for m in DEFAULT_QUEUE]
+    names = {m.name for m in given}
+    for name, old in known.items():
+        if name not in names:
+            raise BenchError(f"matrix {name} of this queue is not in the list given; keep it there, or use another --folder")
+    merged = []
+    for matrix in given:
+        old = known.get(matrix.name)
+        if old is not None and old.args != list(matrix.args):
+            raise BenchError(f"matrix {matrix.name} was started as `bench run {shlex.join(old.args)}`; "
+                             "give other arguments another name")
+        merged.append(old or MatrixState(matrix.name, list(matrix.args)))
+    return merged
+
+
+def open_folder(folder: Path) -> Path:
+    """The queue folder, absolute, made if needed; BenchError if it cannot be written."""
+    folder = Path(folder).absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".probe-", dir=folder):
+            pass
+    except OSError as exc:
+        raise BenchError(f"--folder {folder}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
+    return folder
+
+
+def _lock(folder: Path) -> RunLock:
+    lock = RunLock(folder, QUEUE_LOCK)
+    if not lock.acquire():
+        raise BenchError(f"a queue is already running in {folder} ({lock.holder}); bench queue stop --folder {folder} "
+                         "stops it")
+    return lock
+
+
+def holder(folder: Path) -> dict | None:
+    """Who holds the queue's lock (pid, host, since), or None when no queue process is alive.
+
+    Never call it from the process that holds the lock: closing the descriptor it opens would
+    drop that process's own lock (POSIX record locks belong to the process, not the descriptor).
+    """
+    path = lock_path(folder, QUEUE_LOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared lock, released at once: a probe that writes nothing
+        except OSError:
+            return read_holder(path, fd) or {}
+        return None
+    finally:
+        os.close(fd)
+
+
+def _prepare(folder: Path, repo: Path, commit: str | None, given: list[Matrix] | None) -> tuple[State, Path]:
+    """The state and worktree to train with, checked, planned and saved; called with the queue's lock held."""
+    repo, wanted = resolve_commit(repo, commit or "HEAD")
+    state = read_state(folder)
+    if state is not None and state.commit != wanted and commit is None:
+        raise BenchError(f"the queue in {folder} trains commit {state.commit[:12]}, and HEAD is {wanted[:12]}: pass "
+                         f"--commit {state.commit[:12]} to go on as it was, or --commit HEAD to train the rest with HEAD")
+    matrices = _merge(state, given)
+    worktree = checkout(repo, folder, wanted)
+    state = State(wanted, matrices)
+    unplanned = [m for m in matrices if m.finished is None and m.commit != wanted]
+    if unplanned:
+        plan(folder, worktree, wanted, unplanned)
+    write_state(folder, state)
+    return state, worktree
+
+
+@dataclass
+class Progress:
+    """One matrix's progress, read from its records."""
+
+    runs: int = 0  # planned
+    finished: int = 0  # finished or diverged
+    failed: int = 0
+    epochs: int = 0  # planned, over all runs
+    epochs_done: int = 0  # a finished or diverged run counts in full
+    trained: int = 0  # epochs recorded, for the rate
+    seconds: float = 0.0  # the records' seconds column: the training and evaluation time of those epochs
+    started: bool = False
+    devices: set = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.runs
+
+    @property
+    def rate(self) -> float | None:
+        """Epochs per hour of training (one run's epoch counts one), None before the first one is recorded."""
+        return self.trained / self.seconds * 3600 if self.seconds > 0 else None
+
+
+def records(folder: Path, matrix: MatrixState) -> dict[str, Path]:
+    """The record file of each planned run that has one, by run id: found by its name, ``<run_id>.parquet``,
+    wherever the worktree's commit puts it in the records folder."""
+    planned = {run["run_id"] for run in matrix.runs}
+    return {path.stem: path for path in run_files(runs_dir(folder, matrix.name)) if path.stem in planned}
+
+
+def progress(folder: Path, matrix: MatrixState) -> Progress:
+    """Runs finished, epochs done and the measured rate of a matrix's planned runs (a run not started has no record)."""
+    p = Progress(runs=len(matrix.runs), epochs=sum(run["epochs"] for run in matrix.runs))
+    found = records(folder, matrix)
+    for run in matrix.runs:
+        path = found.get(run["run_id"])
+        if path is None:
+            continue
+        rows, meta = read_run(path)
+        p.started = True
+        p.devices.add(meta.get("device"))
+        p.trained += int((rows["split"] == "train").sum())
+        p.seconds += float(rows["seconds"].sum())
+        if meta.get("status") in DONE:
+            p.finished += 1
+            p.epochs_done += run["epochs"]
+        else:
+            p.failed += meta.get("status") == "failed"
+            p.epochs_done += int(rows["epoch"].max()) if len(rows) else 0
+    return p
+
+
+def _span(seconds: float) -> str:
+    """A duration as its two largest units: 2d03h, 5h07m, 12m30s."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h" if days else f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def status_text(folder: Path, state: State, alive: dict | None) -> str:
+    """The queue's status in markdown: per matrix runs and epochs done, rate and time left; the queue's ETA."""
+    worktree = worktree_dir(folder, state.commit)
+    lines = [f"# Queue {folder}", "",
+             (f"Running: {describe(alive)}" if alive is not None else "Not running")
+             + f"; commit {state.commit[:12]} (code in {worktree}).", "",
+             "| matrix | runs finished | epochs done | epochs/h | time left | state |",
+             "|---|---|---|---|---|---|"]
+    progresses = [progress(folder, m) for m in state.matrices]
+    trained, seconds = sum(p.trained for p in progresses), sum(p.seconds for p in progresses)
+    pooled = trained / seconds * 3600 if seconds > 0 else None
+    left, unknown, assumed, current = 0.0, False, False, alive is not None
+    for matrix, p in zip(state.matrices, progresses):
+        if matrix.finished is not None:
+            what = "done"
+        elif current:
+            what, current = "training", False
+        elif p.complete:
+            what = "trained, report due"
+        else:
+            what = "partly trained" if p.started else "waiting"
+        if p.failed:
+            what += f", {p.failed} failed"
+        remaining, rate = p.epochs - p.epochs_done, p.rate or pooled
+        unknown |= bool(remaining) and rate is None
+        assumed |= bool(remaining) and p.rate is None
+        matrix_left = remaining / rate * 3600 if remaining and rate else 0.0
+        left += matrix_left
+        lines.append(f"| {matrix.name} | {p.finished}/{p.runs} | {p.epochs_done}/{p.epochs} | "
+                     f"{f'{p.rate:.1f}' if p.rate else '-'} | {_span(matrix_left) if matrix_left else '-'} | {what} |")
+    done, total = sum(p.epochs_done for p in progresses), sum(p.epochs for p in progresses)
+    lines.append("")
+    if done == total:
+        lines.append(f"All {total} epochs of the queue are trained.")
+    elif unknown:
+        lines.append(f"{done}/{total} epochs trained; the ETA comes with the first epoch recorded.")
+    else:
+        lines.append(f"{done}/{total} epochs trained; ETA {_span(left)} of training from now, about "
+                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + left))} if it runs without a break"
+                     + (f" (matrices without an epoch yet at the {pooled:.1f} epochs/h measured so far)."
+                        if assumed else "."))
+    return "\n".join(lines) + "\n"
+
+
+def status(folder: Path) -> str:
+    """The status of the queue in ``folder``, read from its state and records; starts and writes nothing."""
+    folder = Path(folder).absolute()
+    state = read_state(folder)
+    if state is None:
+        raise BenchError(f"no queue in {folder} (no {state_path(folder).name}); bench queue start makes one")
+    return status_text(folder, state, holder(folder))
+
+
+def _save(folder: Path, state: State, me: dict | None) -> None:
+    """The queue's state and status.md as they are now (``me``: the running queue's lock record, None as it ends)."""
+    write_state(folder, state)
+    text = status_text(folder, state, me)
+    publish_atomic(Path(folder) / "status.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _train(folder: Path, worktree: Path, state: State, matrix: MatrixState, me: dict) -> int:
+    """One ``bench run`` of the matrix, its output passed through; its wall time added to the state as it goes."""
+    args = run_args(folder, matrix)
+    say(f"{matrix.name}: bench {shlex.join(args)}")
+    child = _in_worktree(worktree, ["-m", "bench.cli", *args])
+    last = time.monotonic()
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=STATUS_EVERY)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                now = time.monotonic()
+                matrix.wall_seconds += now - last
+                last = now
+            try:
+                _save(folder, state, me)
+            except BenchError as exc:  # a status that cannot be read does not stop the training
+                say(f"status not written: {exc}")
+    except BaseException:  # stopped: the run goes with the queue; its last checkpoint is whole
+        child.terminate()
+        child.wait()
+        raise
+    return code
+
+
+def _finish(folder: Path, worktree: Path, state: State, matrix: MatrixState, p: Progress) -> int:
+    """The matrix's report and timing line, once all its runs are finished."""
+    report = ["report", "--runs", str(runs_dir(folder, matrix.name)), "--out", str(report_path(folder, matrix.name))]
+    say(f"{matrix.name}: bench {shlex.join(report)}")
+    start = time.monotonic()
+    child = _in_worktree(worktree, ["-c", FINISH_SCRIPT, "cuda" if "cuda" in p.devices else "cpu", *report],
+                         stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate()
+    matrix.wall_seconds += time.monotonic() - start
+    lines = out.splitlines()
+    if child.returncode or not lines:
+        print(out, end="", flush=True)
+        say(f"{matrix.name}: bench report exited with {child.returncode}; the next start makes the report again")
+        return child.returncode or 1
+    print("".join(f"{line}\n" for line in lines[:-1]), end="", flush=True)
+    matrix.finished = {"at": time.strftime("%Y-%m-%d %H:%M"), "wall_seconds": round(matrix.wall_seconds, 1),
+                       "machine": lines[-1]}
+    write_state(folder, state)
+    _log_timing(folder, matrix)
+    return 0
+
+
+def _log_timing(folder: Path, matrix: MatrixState) -> None:
+    """Append the matrix's line to timings.md unless it is there (a kill may come between state and line)."""
+    path = Path(folder) / "timings.md"
+    done = matrix.finished
+    line = (f"- {done['at']} `{matrix.name}`: {len(matrix.runs)} runs, {sum(r['epochs'] for r in matrix.runs)} epochs in "
+            f"{_span(done['wall_seconds'])} wall (start-ups, resumes and report included) on {done['machine']}, "
+            f"commit {matrix.commit[:12]}: `bench run {shlex.join(matrix.args)}`")
+    text = path.read_text(encoding="utf-8") if path.exists() else (
+        "# Queue timings\n\nOne line per matrix the queue finished: when, its size, the wall time the queue spent on "
+        "it, the machine, the commit that trained it and its arguments.\n\n")
+    if line not in text.splitlines():
+        publish_atomic(path, lambda tmp: Path(tmp).write_text(text + line + "\n", encoding="utf-8"))
+
+
+def _check_input(repo: Path, commit: str | None, matrices: list[Matrix] | None) -> None:
+    """What can be refused before anything is written: the repository, the commit, the matrices given."""
+    resolve_commit(repo, commit or "HEAD")
+    if matrices is not None:
+        _check_matrices(matrices)
+
+
+def _stopped(signum, frame):
+    say(f"stopped by signal {signum}; bench queue start resumes it")
+    raise SystemExit(128 + signum)
+
+
+def run(folder: Path, repo: Path = Path("."), commit: str | None = None, matrices: list[Matrix] | None = None) -> int:
+    """Train the queue in this process: every unfinished matrix in order, each reported once its runs finish.
+
+    Parameters
+    ----------
+    folder : Path
+        The queue's folder.
+    repo : Path
+        The git repository whose commit trains.
+    commit : str, optional
+        The commit to train; by default HEAD, which must then be the commit the queue's state names.
+    matrices : list of Matrix, optional
+        The queue; by default the state's list, or :data:`DEFAULT_QUEUE` for a new queue.
+
+    Returns
+    -------
+    int
+        0 when every matrix is done; 1 when one of them could not be trained or reported (the
+        others were), to be retried by the next start. SIGTERM ends it with 143, its ``bench run``
+        with it.
+    """
+    _check_input(repo, commit, matrices)
+    folder = open_folder(folder)
+    lock = _lock(folder)
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    pid_file = folder / "queue.pid"
+    state = None
+    try:
+        if lock.taken_over:
+            say(f"took over the lock left by {describe(lock.taken_over)}, no longer running")
+        me = read_holder(lock.path, lock.fd) or {}
+        pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        state, worktree = _prepare(folder, repo, commit, matrices)
+        say(f"pid {os.getpid()}, commit {state.commit[:12]}, code in {worktree}")
+        code = 0
+        for matrix in state.matrices:
+            if matrix.finished is not None:
+                _log_timing(folder, matrix)
+                continue
+            _save(folder, state, me)
+            p = progress(folder, matrix)
+            if not p.complete:
+                trained = _train(folder, worktree, state, matrix, me)
+                p = progress(folder, matrix)
+                if trained or not p.complete:
+                    say(f"{matrix.name}: bench run exited with {trained}, {p.finished}/{p.runs} runs finished; "
+                        "going on with the next matrix, the next start trains the rest")
+                    code = 1
+                    continue
+                _save(folder, state, me)
+            code = _finish(folder, worktree, state, matrix, p) or code
+        say("every matrix is done" if code == 0 else "ended with matrices left; bench queue start tries them again")
+        return code
+    finally:
+        if state is not None:
+            try:  # the wall time spent so far, also when stopped
+                _save(folder, state, None)
+            except BenchError as exc:
+                say(f"status not written: {exc}")
+        signal.signal(signal.SIGTERM, previous)
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
+
+def start(folder: Path, repo: Path = Path("."), commit: str | None = None, matrices: list[Matrix] | None = None) -> int:
+    """Check and plan the queue here, then train it in a detached process (:func:`run`) logging to
+    ``folder/queue.log``; return that process's pid once it holds the queue's lock."""
+    _check_input(repo, commit, matrices)
+    folder = open_folder(folder)
+    lock = _lock(folder)
+    try:
+        state, _ = _prepare(folder, repo, commit, matrices)
+    finally:
+        lock.release()
+    log = folder / "queue.log"
+    seen = log.stat().st_size if log.exists() else 0
+    command = [sys.executable, "-m", "bench.cli", "queue", "run", "--folder", str(folder),
+               "--repo", str(Path(repo).absolute()), "--commit", state.commit]
+    with open(log, "a", encoding="utf-8") as handle:
+        # A session of its own: the end of this shell does not end it, and stop signals its whole group.
+        child = subprocess.Popen(command, cwd=CODE_ROOT, env=_env(), stdin=subprocess.DEVNULL, stdout=handle,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    while child.poll() is None:
+        held = holder(folder)
+        if held is not None and held.get("pid") == child.pid:
+            return child.pid
+        time.sleep(0.1)
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        handle.seek(seen)
+        lines = [line.strip() for line in handle if line.strip()] or [f"exit code {child.returncode}"]
+    reason = next((line for line in reversed(lines) if line.startswith("bench: error:")), lines[-1])
+    raise BenchError(f"the queue process ended at once: {reason.removeprefix('bench: error: ')} (log: {log})")
+
+
+def stop(folder: Path, wait: float = 120.0) -> str:
+    """SIGTERM the queue process (its whole process group when it leads one, as a started queue does) and wait
+    for it to end; SIGKILL after ``wait`` seconds, which the checkpoints make as safe. Returns what was done."""
+    folder = Path(folder).absolute()
+    held = holder(folder)
+    if held is None:
+        return f"no queue is running in {folder}"
+    if held.get("host", socket.gethostname()) != socket.gethostname() or "pid" not in held:
+        raise BenchError(f"the queue in {folder} is held by {describe(held)}; stop it on that machine")
+    pid = held["pid"]
+    for sig, patience in ((signal.SIGTERM, wait), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + patience
+        while holder(folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if holder(folder) is None:
+            return f"stopped the queue in {folder} (pid {pid}); bench queue start resumes it"
+    raise BenchError(f"the queue process {pid} still holds {lock_path(folder, QUEUE_LOCK)} after SIGKILL")
+
+
+def land(folder: Path, name: str, dest: Path, partial: bool = False) -> list[Path]:
+    """Copy a finished matrix's records into ``dest``: each run's parquet files, and seed 0's final weights.
+
+    Never checkpoints or locks. Refuses an unfinished matrix unless ``partial`` (then only its
+    finished runs are copied), and a destination file that exists with other content (nothing
+    is copied then). Returns the files written.
+    """
+    folder = Path(folder).absolute()
+    state = read_state(folder)
+    if state is None:
+        raise BenchError(f"no queue in {folder} (no {state_path(folder).name})")
+    matrix = state.matrix(name)
+    p = progress(folder, matrix)
+    if not p.complete and not partial:
+        raise BenchError(f"matrix {name} is unfinished ({p.finished}/{p.runs} runs finished); wait for it, or pass "
+                         "--partial to land its finished runs only")
+    source = runs_dir(folder, name)
+    found = records(folder, matrix)
+    files = []
+    for run in matrix.runs:
+        record = found.get(run["run_id"])
+        if record is None or read_meta(record).get("status") not in DONE:
+            continue
+        files += [path for path in (record, metrics_path(record)) if path.exists()]
+        if run["seed"] == 0 and weights_path(record).exists():
+            files.append(weights_path(record))
+    targets = [Path(dest) / path.relative_to(source) for path in files]
+    for path, target in zip(files, targets):
+        if target.exists() and target.read_bytes() != path.read_bytes():
+            raise BenchError(f"{target} exists with other content; nothing was copied (move it away first)")
+    try:
+        for path, target in zip(files, targets):
+            publish_atomic(target, lambda tmp, path=path: shutil.copyfile(path, tmp))
+    except OSError as exc:
+        raise BenchError(f"cannot write to {dest}: {exc.strerror or exc}") from None
+    return targets

@@ -1,0 +1,227 @@
+"""bench queue: matrices trained one after another from a fixed commit, killed and started again.
+
+The queue trains a temporary clone of this repository, so nothing here touches the checkout's
+git state; its processes are real ones, started detached as ``bench queue start`` starts them.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from support import DATA_ROOT, REPO, needs_mnist
+
+from bench import queue
+from bench.cli import main
+from bench.records import META_KEY, read_meta, read_tree, run_files
+
+pytestmark = needs_mnist
+
+# Two small matrices: the first takes about a second an epoch, so a kill after its first record lands mid-matrix.
+TWO = "two-vae --models vae --seeds 2 --profile smoke --subset 512,128 --epochs 3 --threads 1"
+ONE = "one-vae --models vae --seeds 1 --profile smoke --subset 256,128 --epochs 1 --threads 1"
+ENV = {"BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=queue test", "-c", "user.email=queue@test", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def bench_here(*args):
+    """``bench ARGS`` in this process: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def wait_for(condition, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def matrices(tmp_path, *lines):
+    path = tmp_path / "queue.txt"
+    path.write_text("# name  bench run arguments\n" + "\n".join(lines) + "\n")
+    return queue.read_queue_file(path)
+
+
+def rows_of(runs):
+    rows, _ = read_tree(runs)
+    return rows.drop(columns=["seconds"]).sort_values(["run_id", "epoch", "split"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A two-matrix queue started in the background on a clone, whose working tree is broken once it runs."""
+    root = tmp_path_factory.mktemp("queue")
+    clone = root / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    git(clone, "commit", "-q", "--allow-empty", "-m", "the commit the queue trains")
+    commit = git(clone, "rev-parse", "HEAD")
+    folder = root / "q"
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in ENV.items():
+            env.setenv(key, value)
+        pid = queue.start(folder, clone, None, matrices(root, TWO, ONE))
+        # A half-made change in the repository's working tree, while the queue runs: the runs never see it.
+        (clone / "bench" / "config.py").write_text("raise SystemExit('a half-made change')\n")
+        second = bench_here("queue", "start", "--folder", folder, "--repo", clone)
+        running = queue.status(folder)
+        wait_for(lambda: queue.holder(folder) is None)
+    return SimpleNamespace(root=root, clone=clone, commit=commit, folder=folder, pid=pid, second=second, running=running)
+
+
+def test_a_started_queue_trains_every_matrix_from_its_commit_and_reports_it(finished):
+    folder, commit = finished.folder, finished.commit
+    assert commit != git(REPO, "rev-parse", "HEAD")
+    code, _, err = finished.second
+    assert code == 2 and err.count("\n") == 1 and f"already running in {folder} (pid {finished.pid}" in err
+    assert f"Running: pid {finished.pid}" in finished.running and f"commit {commit[:12]}" in finished.running
+    for name, runs in (("two-vae", 2), ("one-vae", 1)):
+        _, summary = read_tree(folder / name / "runs")
+        assert len(summary) == runs and set(summary["status"]) == {"finished"}
+        # Every record names the start commit, which only the worktree's code reports.
+        assert {read_meta(path)["git_commit"] for path in run_files(folder / name / "runs")} == {commit}
+        assert "VAE" in (folder / name / "report" / "table1.md").read_text()
+    timings = [line for line in (folder / "timings.md").read_text().splitlines() if line.startswith("- ")]
+    assert len(timings) == 2 and "`two-vae`: 2 runs, 6 epochs" in timings[0] and "`one-vae`" in timings[1]
+    machines = [m["finished"]["machine"] for m in json.loads((folder / "queue.json").read_text())["matrices"]]
+    assert all(machine and machine in line and commit[:12] in line for machine, line in zip(machines, timings))
+    log = (folder / "queue.log").read_text()
+    assert "[2/2 vae mnist seed=1] epoch 3/3" in log and "every matrix is done" in log
+    text = queue.status(folder)
+    assert text == (folder / "status.md").read_text() and "Not running" in text
+    assert "| two-vae | 2/2 | 6/6 |" in text and "| one-vae | 1/1 | 1/1 |" in text and "All 7 epochs" in text
+    assert not (folder / "queue.pid").exists()
+
+
+def test_a_moved_head_is_refused_unless_the_commit_is_named(finished):
+    git(finished.clone, "commit", "-q", "--allow-empty", "-m", "a later commit")
+    state = (finished.folder / "queue.json").read_bytes()
+    code, _, err = bench_here("queue", "run", "--folder", finished.folder, "--repo", finished.clone)
+    assert code == 2 and err.count("\n") == 1 and f"trains commit {finished.commit[:12]}" in err
+    assert (finished.folder / "queue.json").read_bytes() == state
+    code, _, err = bench_here("queue", "run", "--folder", finished.folder, "--repo", finished.clone,
+                              "--commit", finished.commit)
+    assert code == 0 and "every matrix is done" in err and "bench run" not in err
+
+
+def test_a_killed_queue_started_again_ends_with_the_same_bits(tmp_path, finished, monkeypatch):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    folder, runs = tmp_path / "q", tmp_path / "q" / "two-vae" / "runs"
+    given = matrices(tmp_path, TWO)
+    pid = queue.start(folder, finished.clone, finished.commit, given)
+    wait_for(lambda: run_files(runs))
+    os.killpg(pid, signal.SIGKILL)  # the queue and its bench run, after the first epoch's records
+    wait_for(lambda: queue.holder(folder) is None)
+    assert not queue.progress(folder, queue.read_state(folder).matrix("two-vae")).complete
+    assert list((runs / "_checkpoints").glob("*.pt"))
+    # Started again and stopped at once: a SIGTERM to its group, which the queue ends cleanly on.
+    queue.start(folder, finished.clone, finished.commit, given)
+    assert "stopped the queue" in queue.stop(folder, wait=60)
+    assert queue.holder(folder) is None and not (folder / "queue.pid").exists()
+    again = subprocess.run([sys.executable, "-m", "bench.cli", "queue", "run", "--folder", str(folder), "--repo",
+                            str(finished.clone), "--commit", finished.commit], capture_output=True, text=True,
+                           env={**os.environ, **ENV}, cwd=REPO, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming after epoch" in again.stderr
+    assert rows_of(runs).equals(rows_of(finished.folder / "two-vae" / "runs"))
+    assert (folder / "two-vae" / "report" / "table1.md").exists()
+
+
+@pytest.fixture
+def half_done(tmp_path, finished):
+    """The finished queue's folder, undone: two-vae's seed 1 cut back to its first epoch, one-vae not started."""
+    folder = tmp_path / "q"
+    shutil.copytree(finished.folder, folder, ignore=shutil.ignore_patterns("_worktree-*"))
+    state = json.loads((folder / "queue.json").read_text())
+    for matrix in state["matrices"]:
+        matrix["finished"] = None
+    (folder / "queue.json").write_text(json.dumps(state))
+    shutil.rmtree(folder / "one-vae")
+    record = next(path for path in run_files(folder / "two-vae" / "runs") if "seed-1" in str(path))
+    table = pq.read_table(record)
+    meta = {**read_meta(record), "status": "running"}
+    table = table.filter(pc.equal(table["epoch"], 1)).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    pq.write_table(table, record)
+    return folder
+
+
+def test_status_counts_a_half_done_queue(half_done):
+    code, out, _ = bench_here("queue", "status", "--folder", half_done)
+    assert code == 0
+    assert "Not running" in out
+    assert "| two-vae | 1/2 | 4/6 |" in out and "partly trained" in out
+    assert "| one-vae | 0/1 | 0/1 | - |" in out and "waiting" in out
+    assert "4/7 epochs trained; ETA" in out
+
+
+def test_land_copies_finished_runs_only(half_done, finished, tmp_path):
+    dest = tmp_path / "records"
+    code, _, err = bench_here("queue", "land", "two-vae", dest, "--folder", half_done)
+    assert code == 2 and err.count("\n") == 1 and "unfinished (1/2 runs finished)" in err and not dest.exists()
+    code, _, err = bench_here("queue", "land", "no-such", dest, "--folder", half_done)
+    assert code == 2 and "unknown matrix 'no-such'" in err
+    code, out, _ = bench_here("queue", "land", "two-vae", dest, "--folder", half_done, "--partial")
+    assert code == 0 and "landed 2 files" in out
+    assert [p.name for p in run_files(dest)] == [p.name for p in run_files(half_done / "two-vae" / "runs")][:1]
+    whole = tmp_path / "whole"
+    code, out, _ = bench_here("queue", "land", "two-vae", whole, "--folder", finished.folder)
+    copied = sorted(str(p.relative_to(whole)) for p in whole.rglob("*") if p.is_file())
+    assert code == 0 and len(copied) == 3 and sum("_weights" in p for p in copied) == 1
+    assert all("seed-0" in p for p in copied if "_weights" in p)
+    assert rows_of(whole).equals(rows_of(finished.folder / "two-vae" / "runs"))
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, finished):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad_state = tmp_path / "damaged"
+    bad_state.mkdir()
+    (bad_state / "queue.json").write_text("{not json")
+    bad_file = tmp_path / "bad.txt"
+    bad_file.write_text("_hidden --models vae\n")
+    out_file = tmp_path / "out.txt"
+    out_file.write_text("mine --models vae --out elsewhere\n")
+    other_file = tmp_path / "other.txt"
+    other_file.write_text("other --models vae\n")
+    cases = [
+        (["queue", "run", "--folder", tmp_path / "new", "--repo", finished.clone, "--commit", "no-such-ref"],
+         "--commit no-such-ref: not a commit"),
+        (["queue", "run", "--folder", tmp_path / "new", "--repo", tmp_path], "not a git repository"),
+        (["queue", "start", "--folder", blocker / "q", "--repo", finished.clone, "--commit", finished.commit],
+         "cannot write there"),
+        (["queue", "status", "--folder", bad_state], "is not a queue state"),
+        (["queue", "run", "--folder", bad_state, "--repo", finished.clone, "--commit", finished.commit],
+         "is not a queue state"),
+        (["queue", "status", "--folder", tmp_path / "new"], "no queue in"),
+        (["queue", "run", "--folder", tmp_path / "new", "--repo", finished.clone, "--queue", bad_file],
+         "matrix name '_hidden'"),
+        (["queue", "run", "--folder", tmp_path / "new", "--repo", finished.clone, "--queue", out_file],
+         "leave out --out (the queue gives each matrix its folder)"),
+        (["queue", "run", "--folder", finished.folder, "--repo", finished.clone, "--commit", finished.commit,
+          "--queue", other_file], "matrix two-vae of this queue is not in the list"),
+    ]
+    for args, message in cases:
+        code, _, err = bench_here(*args)
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+    assert not (tmp_path / "new").exists()
+    assert (bad_state / "queue.json").read_text() == "{not json"
