@@ -91,7 +91,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RECIPES: dict[str, dict] = {
     "described": {},
     "author": {
-        "batch_size": 128,  # main.py argparse --batch-size default 128; DataLoader keeps the last batch (drop_last=False)
+        "batch_size": 128,  # main.py argparse --batch-size default 128; the DataLoader keeps the last, partial batch
         "last_batch": "keep",
         "lr": 1e-3,  # --lr default 1e-3; optim.Adam(model.parameters(), args.lr), default betas
         "d_lr": 1e-3,  # optim.Adam(D.parameters(), args.lr): the same lr and default betas for D

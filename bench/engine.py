@@ -174,6 +174,7 @@ class Trainer:
         self.g_disc = _generator(config.seed, "disc", self.device)
         self.step = 0
         self.epoch = 0
+        self._joint_logits = None  # perm_batch "same": D(z) of the update under way, for D's loss after the VAE's step
 
     def generators(self) -> dict[str, torch.Generator]:
         return {"data": self.g_data, "noise": self.g_noise, "disc-order": self.g_disc_order, "disc": self.g_disc}
@@ -242,8 +243,6 @@ class Trainer:
         self.step += 1
         return terms
 
-    _joint_logits = None  # perm_batch "same": D(z) of the update under way, for D's loss after the VAE's step
-
     def _disc_gradients(self, logits_joint: torch.Tensor, z_perm: torch.Tensor) -> torch.Tensor:
         """Set D's ``.grad`` from its outputs on z ~ q(z) and on permuted codes; return its accuracy."""
         d_loss, acc = discriminator_loss(logits_joint, self.disc(z_perm))
@@ -282,8 +281,9 @@ class Trainer:
             d_loss, acc = discriminator_loss(d_logits[: len(z)], d_logits[len(z) :])
         loss = obj.combine(recon, kl, gap, tc)
         self.opt.zero_grad()
-        # reduction "sum": the author's losses are batch sums (size_average=False), so the gradient is len(x) times the mean's.
-        (loss * len(x) if cfg.reduction == "sum" else loss).backward(inputs=self.vae_params, retain_graph=self.disc is not None)
+        # reduction "sum": the author's losses are batch sums (size_average=False), a gradient len(x) times the mean's.
+        scaled = loss * len(x) if cfg.reduction == "sum" else loss
+        scaled.backward(inputs=self.vae_params, retain_graph=self.disc is not None)
         if d_loss is not None:
             self.d_opt.zero_grad()
             d_loss.backward(inputs=self.disc_params)

@@ -200,6 +200,7 @@ class StackedTrainer:
 
         # The inputs of one update, refilled in place before each: a captured graph reads them where they are.
         self.same_batch = self.config.perm_batch == "same"
+        self._joint_logits = None  # as Trainer's: every run's D(z) of the update under way
         self._inputs = {self.config.batch_size: self._allocate(self.config.batch_size, image_shape)}
         self.image_shape = image_shape
         full = self._inputs[self.config.batch_size]
