@@ -217,3 +217,17 @@ def test_a_cvae_record_row_is_recon_plus_4_times_the_per_sample_gap():
     assert test["split"] == "test" and test["capacity"] == 0.5
     assert test["capacity_gap"] == pytest.approx((kl_i - 0.5).abs().mean().item(), rel=1e-9)
     assert test["capacity_gap"] >= abs(test["kl"] - 0.5)  # Jensen: never below the batch form
+
+
+def test_while_every_kl_i_exceeds_c_cfactorvae_trains_as_factorvae():
+    # Per sample, |KL_i - C| = KL_i - C where KL_i > C: the same gradient as FactorVAE's KL term, so the same weights.
+    # The first staircase step has C = 0 and KL_i >= 0, so the first epoch is equal bit for bit, the loss included.
+    rows = {}
+    for model in ("factorvae", "cfactorvae"):
+        trainer = Trainer(author(model, batch_size=16), images(40), images(16, seed=1))
+        rows[model] = trainer.run_epoch().rows
+        rows[model + "-weights"] = [p.detach().clone() for p in trainer.vae.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(rows["factorvae-weights"], rows["cfactorvae-weights"]))
+    for fvae, cfvae in zip(rows["factorvae"], rows["cfactorvae"]):
+        assert (fvae["loss"], fvae["recon"], fvae["tc"]) == (cfvae["loss"], cfvae["recon"], cfvae["tc"])
+        assert cfvae["capacity_gap"] == pytest.approx(cfvae["kl"], rel=1e-6)
