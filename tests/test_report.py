@@ -465,3 +465,21 @@ def test_an_author_only_tree_names_its_recipe_and_keeps_the_file_names(tmp_path)
     assert {p.name for p in summary.figures} == {"figure3.png", "figure3.svg", "figure-loss.png", "figure-loss.svg"}
     assert "No finished FactorVAE or CFactorVAE run of this recipe yet" in markdown
     assert "never averaged or tested together" not in markdown
+
+
+def test_the_author_section_says_until_when_cfactorvae_trained_as_factorvae(tmp_path):
+    # Test recon per epoch, by seed: seed 0 equal throughout; seed 1 equal for epochs 1 and 2, then 1.5 nats lower.
+    recon = {("factorvae", 0): (150.0, 140.0, 130.0), ("cfactorvae", 0): (150.0, 140.0, 130.0),
+             ("factorvae", 1): (151.0, 141.0, 131.0), ("cfactorvae", 1): (151.0, 141.0, 129.5)}
+    for (model, seed), values in recon.items():
+        config = {"model": model, "dataset": "mnist", "seed": seed, "epochs": 3, "recipe": "author"}
+        run_id = f"{model}-{seed}"
+        rows = [dict(run_id=run_id, model=model, dataset="mnist", seed=seed, epoch=epoch, split=split, step=epoch,
+                     loss=value + 1.0, recon=value, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
+                     n_images=10, seconds=1.0)
+                for epoch, value in enumerate(values, 1) for split in ("train", "test")]
+        meta = {"run_id": run_id, "profile": "smoke", "status": "finished", "config": config, "wall_seconds": 1.0}
+        write_run(run_path(tmp_path / "runs", "mnist", model, seed, run_id), rows, meta)
+    markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+    assert ("seed 0: the same through epoch 3; seed 1: the same through epoch 2, then apart (-1.50 nats at epoch 3)."
+            in markdown)
