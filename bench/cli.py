@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +17,24 @@ from .config import PROFILES, RECIPE_PRESETS, RECIPES, parse_overrides
 from .errors import BenchError
 
 MODELS_HELP = f"all (the paper's {', '.join(PAPER_MODELS)}), or a comma list of {', '.join(PRESETS)}"
+# The most --jobs or --threads taken: beyond any machine bench runs on, where a typo's 10**9 would start that many.
+MOST_WORKERS = 1024
+# bench bench's largest stack and batch: 5x and 128x the largest it times by default (25 runs, 64 images).
+MOST_STACK = 128
+MOST_BATCH = 8192
+MNIST_TRAIN = 60_000  # the images --against-usual can take per seed
+
+
+class OutPath(click.Path):
+    """A path a command writes to; an empty one is refused, as it would silently mean the working folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would mean the working folder; give a folder or file name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUT_PATH = OutPath(path_type=Path)
 
 
 @click.group()
@@ -35,7 +54,7 @@ def cli():
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a hyperparameter, e.g. gamma=10")
 @click.option("--jobs", default=1, show_default=True, type=int, help="runs trained in parallel")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--out", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--out", default="results/runs", show_default=True, type=OUT_PATH, help="records folder")
 @click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
 @click.option("--stack/--no-stack", default=True, show_default=True,
               help="train runs that share shapes and optimiser settings as one vectorised program")
@@ -57,10 +76,11 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
     from .plan import make_plan, parse_names, parse_seeds
     from .runner import RunOptions, execute, is_finished
 
-    if jobs < 1:
-        raise BenchError(f"--jobs {jobs}: need at least 1")
-    if threads is not None and threads < 1:
-        raise BenchError(f"--threads {threads}: need at least 1")
+    if not 1 <= jobs <= MOST_WORKERS:
+        raise BenchError(f"--jobs {jobs}: need at least 1" if jobs < 1 else f"--jobs {jobs}: at most {MOST_WORKERS}")
+    if threads is not None and not 1 <= threads <= MOST_WORKERS:
+        raise BenchError(f"--threads {threads}: need at least 1" if threads < 1
+                         else f"--threads {threads}: at most {MOST_WORKERS}")
     if checkpoint_every < 1:
         raise BenchError(f"--checkpoint-every {checkpoint_every}: need at least 1")
     if device not in ("auto", "cpu", "cuda"):
@@ -109,7 +129,7 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
 @cli.command()
 @click.option("--runs", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
 @click.option("--dataset", default=None, help="report only this dataset")
-@click.option("--out", default="results/table1.md", show_default=True, type=click.Path(path_type=Path), help="markdown table")
+@click.option("--out", default="results/table1.md", show_default=True, type=OUT_PATH, help="markdown table")
 @click.option("--data-root", default=None, help="datasets folder for the pictures of runs with weights (else $BENCH_DATA)")
 def report(runs, dataset, out, data_root):
     """Table 1, Figure 3, the significance tests and the disentanglement scores, from the records; pictures
@@ -134,7 +154,7 @@ def report(runs, dataset, out, data_root):
 @click.option("--data-root", default=None, help="--against-usual: datasets folder (else $BENCH_DATA)")
 @click.option("--stack-sizes", default="1,5,25", show_default=True,
               help="runs per timed stack (--against-usual, and --device cuda: eager against CUDA graphs)")
-@click.option("--append", "append_to", default=None, type=click.Path(path_type=Path),
+@click.option("--append", "append_to", default=None, type=OUT_PATH,
               help="--against-usual: append the dated table to this file, e.g. BENCHMARKS.md")
 def bench_speed(models, device, recipe, batch_size, steps, threads, against_usual, images, data_root, stack_sizes,
                 append_to):
@@ -151,8 +171,8 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
         sizes = tuple(int(k) for k in stack_sizes.split(","))
     except ValueError:
         sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of positive counts, e.g. 1,5,25")
+    if not sizes or min(sizes) < 1 or max(sizes) > MOST_STACK:
+        raise BenchError(f"--stack-sizes {stack_sizes}: give a comma list of counts from 1 to {MOST_STACK}, e.g. 1,5,25")
     if recipe not in RECIPES:
         raise BenchError(f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
     if against_usual:
@@ -162,19 +182,30 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
             raise BenchError("--against-usual times the described recipe against its usual loop; leave --recipe out")
         from .speed import compare_with_usual
 
-        if images < 64:
-            raise BenchError(f"--images {images}: need at least one batch of 64")
+        if not 64 <= images <= MNIST_TRAIN:
+            raise BenchError(f"--images {images}: need at least one batch of 64 and at most MNIST's {MNIST_TRAIN:,}")
         names = parse_names(models, PRESETS, "model", PAPER_MODELS)
+        if append_to is not None:  # checked before the minutes of timing it would end
+            from .writable import check_files, check_folders
+
+            check_folders([append_to.parent], "choose another --append file")
+            check_files([append_to], "choose another --append file")
         lines = compare_with_usual(names, images, str(data.resolve_root(data_root)), click.echo, sizes)
         if append_to is not None:
-            with open(append_to, "a", encoding="utf-8") as handle:
-                handle.write("\n" + "\n".join(lines) + "\n")
+            try:
+                with open(append_to, "a", encoding="utf-8") as handle:
+                    handle.write("\n" + "\n".join(lines) + "\n")
+            except OSError as exc:
+                raise BenchError(f"cannot append to {append_to} ({exc.strerror or exc}); the table is above: "
+                                 "paste it by hand") from None
             click.echo(f"appended to {append_to}")
         return
     if batch_size is None:
         batch_size = RECIPES[recipe].get("batch_size", 64)
     if batch_size < 1 or steps < 1:
         raise BenchError("--batch-size and --steps must be at least 1")
+    if batch_size > MOST_BATCH:
+        raise BenchError(f"--batch-size {batch_size}: at most {MOST_BATCH}")
     if threads is not None:
         if threads < 1:
             raise BenchError(f"--threads {threads}: need at least 1")
@@ -240,7 +271,7 @@ def check(golden, data_root, runs, reference, alpha, models, update):
 @click.option("--dataset", default=None, help="only this dataset")
 @click.option("--image-index", default=0, show_default=True, type=int, help="the test image traversed")
 @click.option("--steps", default=11, show_default=True, type=int, help="values per latent, evenly spaced from -3 to 3")
-@click.option("--out", default="results/figures", show_default=True, type=click.Path(path_type=Path), help="PNG folder")
+@click.option("--out", default="results/figures", show_default=True, type=OUT_PATH, help="PNG folder")
 @click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
 def traverse(runs, models, seed, dataset, image_index, steps, out, data_root):
     """Latent traversals, reconstructions and prior samples of finished runs, as PNG files."""
@@ -352,8 +383,22 @@ def queue_land(matrix, dest, folder, partial):
     click.echo(f"landed {len(copied)} files of {matrix} in {dest}")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same cleanups run
+    (locks released, temporary files removed, joblib's workers ended). Not an Exception: the runner records
+    an Exception as a failed run, and a stopped run has not failed."""
+
+
+def _terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
 def main(argv=None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2; SIGINT exits 130, SIGTERM 143."""
+    # Signal handlers belong to the main thread; main called from another thread keeps the default.
+    here = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if here else None
     try:
         cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
@@ -362,9 +407,15 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("bench: aborted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("bench: terminated (SIGTERM)", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.ClickException as exc:
         click.echo(f"bench: error: {exc.format_message()} (see bench --help)", err=True)
         sys.exit(2)
+    finally:
+        if here:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)  # None: a handler set outside Python
 
 
 def entry() -> None:

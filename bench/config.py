@@ -135,6 +135,10 @@ METRIC_SEED = 0
 # Keys that --set may change; model, dataset, seed and recipe come from their own options.
 SETTABLE = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "dataset", "seed", "recipe"))
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+# The most --set takes of the sizes nothing else bounds: a network is built from z_dim, and a run of
+# epochs past these never ends. Both lie far beyond the paper's 20 latents and 50 epochs. The batch
+# size is bounded by the training images a run meets (bench.plan.check_fits_data).
+LIMITS = {"epochs": 100_000, "z_dim": 4096}
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
@@ -161,6 +165,8 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
             raise BenchError(f"--set {key}={text}: must be a finite number")
         if key in ("epochs", "batch_size", "z_dim") and value < 1:
             raise BenchError(f"--set {key}={text}: must be at least 1")
+        if key in LIMITS and value > LIMITS[key]:
+            raise BenchError(f"--set {key}={text}: at most {LIMITS[key]:,}")
         if key in ("lr", "d_lr") and value <= 0:
             raise BenchError(f"--set {key}={text}: must be positive")
         if key in ("c_ramp", "train_subset", "test_subset", "c_max", "c_step") and value < 0:

@@ -98,20 +98,24 @@ class DatasetSpec:
     loader : callable
         ``loader(root, subset) -> Dataset``.
     checker : callable
-        ``checker(root) -> None``; raises DataError when the files are unusable.
+        ``checker(root) -> (n_train, n_test)``, the sizes of the whole splits; raises DataError
+        when the files are unusable.
     files : str
         One line describing the files expected under the data root.
     ground_truth : callable or None
         ``ground_truth(root) -> GroundTruth`` for a data set generated from known factors.
+    default_subset : tuple
+        The first N train and M test images a subset of None stands for (None: the whole split).
     """
 
     name: str
     image_size: int
     channels: int
     loader: Callable[[Path, Subset], Dataset]
-    checker: Callable[[Path], None]
+    checker: Callable[[Path], tuple[int, int]]
     files: str
     ground_truth: Callable[[Path], GroundTruth] | None = None
+    default_subset: Subset = (None, None)
 
 
 @dataclass(frozen=True)
@@ -430,11 +434,20 @@ def _resized_idx_images(path: Path, spec: _IdxFile) -> torch.Tensor:
     return images
 
 
-def _idx_checker(idx: _IdxSet) -> Callable[[Path], None]:
-    def check(root: Path) -> None:
+def _idx_count(path: Path) -> int:
+    """The number of items the header of an md5-checked IDX file (gzipped or not) gives."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == _GZIP_MAGIC
+    with gzip.open(path) if gzipped else open(path, "rb") as handle:
+        return int.from_bytes(handle.read(8)[4:8], "big")
+
+
+def _idx_checker(idx: _IdxSet) -> Callable[[Path], tuple[int, int]]:
+    def check(root: Path) -> tuple[int, int]:
         paths = _locate_idx(idx, root)
         for f in idx.files:
             _checked_idx_bytes(paths[f.stem], f, decompress=False)
+        return _idx_count(paths["train-images-idx3-ubyte"]), _idx_count(paths["t10k-images-idx3-ubyte"])
 
     return check
 
@@ -586,8 +599,9 @@ def _image_folder(name: str, split, pixels, channels: int):
     """``(checker, loader)`` for a data set of image files: ``split(root)`` lists the train and
     test files (raising DataError when unusable), ``pixels`` turns one image into its final form."""
 
-    def check(root: Path) -> None:
-        split(root)
+    def check(root: Path) -> tuple[int, int]:
+        train, test = split(root)
+        return len(train), len(test)
 
     def load(root: Path, subset: Subset) -> Dataset:
         train, test = split(root)
@@ -721,17 +735,25 @@ def _dsprites_counts(subset: Subset, n_train: int, n_test: int) -> tuple[int, in
     return _take(train, n_train), _take(test, n_test)
 
 
-def _check_dsprites(root: Path) -> None:
+def _check_dsprites(root: Path) -> tuple[int, int]:
     path = root / "dsprites" / DSPRITES_FILE
     if not path.exists():
-        return  # no file: the grid is generated
+        images = int(np.prod(DSPRITES_FACTOR_SIZES))  # no file: the grid is generated
+        return images - images // 10, images // 10
     try:
         with np.load(path) as npz:
             keys = set(npz.files)
-    except (OSError, ValueError) as err:
+            if {"imgs", "latents_classes"} <= keys:
+                # The header alone gives the number of images: the arrays are 3 GB once inflated.
+                with npz.zip.open("latents_classes.npy") as handle:
+                    version = np.lib.format.read_magic(handle)
+                    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    images = header(handle)[0][0]
+    except (OSError, ValueError, IndexError) as err:
         raise DataError(f"{path} is unreadable ({_one_line(err, 100)}); download it again or delete it") from None
     if not {"imgs", "latents_classes"} <= keys:
         raise DataError(f"{path} lacks the imgs and latents_classes arrays; download it again or delete it")
+    return images - images // 10, images // 10  # as dsprites_split splits them
 
 
 def _load_dsprites(root: Path, subset: Subset) -> Dataset:
@@ -824,7 +846,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "dsprites": DatasetSpec(
         "dsprites", _DSPRITES_SIZE, 1, _load_dsprites, _check_dsprites,
         f"generated (or dsprites/{DSPRITES_FILE}); first 100000 train / 10000 test of a fixed shuffle by default",
-        _dsprites_ground_truth,
+        _dsprites_ground_truth, DSPRITES_DEFAULT_SUBSET,
     ),
 }
 
@@ -850,12 +872,38 @@ def verify(name: str, root: Path) -> None:
     root : Path
         Data root, see ``resolve_root``.
 
+    Returns
+    -------
+    tuple of int
+        The number of images in the whole train and test splits.
+
     Raises
     ------
     DataError
         Naming what is missing or corrupt and where to put the files.
     """
-    _spec(name).checker(Path(root))
+    return _spec(name).checker(Path(root))
+
+
+def subset_sizes(name: str, full: tuple[int, int], subset: Subset = (None, None)) -> tuple[int, int]:
+    """How many train and test images :func:`load` returns for ``subset``, from the splits' sizes.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    full : tuple of int
+        The sizes of the whole splits, as :func:`verify` returns them.
+    subset : tuple
+        As for :func:`load`.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_train, n_test)``, what a training run of that subset meets.
+    """
+    default = _spec(name).default_subset
+    return tuple(_take(default[i] if subset[i] is None else subset[i], full[i]) for i in (0, 1))
 
 
 def ground_truth(name: str, root: Path) -> GroundTruth | None:

@@ -24,8 +24,13 @@ _HELD: set[str] = set()  # the lock files this process holds
 _HELD_GUARD = threading.Lock()
 
 
+def lock_dir(out: Path) -> Path:
+    """The folder of a records folder's lock files."""
+    return Path(out) / "_locks"
+
+
 def lock_path(out: Path, run_id: str) -> Path:
-    return Path(out) / "_locks" / f"{run_id}.lock"
+    return lock_dir(out) / f"{run_id}.lock"
 
 
 def read_holder(path: Path, fd: int | None = None) -> dict | None:
@@ -73,7 +78,16 @@ class RunLock:
         self.holder = "another process"  # who holds it, when acquire() says no
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock if no process holds it; BenchError naming the file if it cannot be made or opened.
+
+        The runner checks ``_locks/`` and every lock file before training, so this error is left
+        to a folder changed meanwhile.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"cannot make the lock folder {self.path.parent} ({exc.strerror or exc}); make "
+                             f"{self.path.parent.parent} writable for this user or choose another --out") from None
         with _HELD_GUARD:
             if self.key in _HELD:
                 # Never open the file here: closing any descriptor of it would drop this process's lock.
@@ -91,7 +105,11 @@ class RunLock:
 
     def _lock_file(self) -> bool:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise BenchError(f"cannot open the lock file {self.path} ({exc.strerror or exc}); make it and its folder "
+                                 "writable for this user or choose another --out") from None
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

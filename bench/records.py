@@ -98,6 +98,43 @@ CHECKPOINT_FORMATS_READ = (1, 2)
 ADDED_DEFAULTS = {"dtype": "float32", "recipe": "described", "nets": "table2", "init": "torch", "capacity_form": "batch",
                   "c_schedule": "linear", "c_step": 0.5, "disc": "kim-mnih", "perm_batch": "independent",
                   "last_batch": "drop", "reduction": "mean"}
+# The metadata of a record: each field's JSON types and the first record format whose every record has
+# it (None: optional in every format, checked where present). Read from the writers' history and the
+# committed records: records of format 1 lack format, host, pid and cuda_graphs, and the oldest of them
+# stack_size; diverged_epoch, error, resumed_at_epochs and renamed_from appear only where they apply.
+META_FIELDS: dict[str, tuple[tuple[type, ...], int | None]] = {
+    "format": ((int,), None),  # absent: format 1
+    "run_id": ((str,), 1),
+    "profile": ((str,), 1),
+    "config": ((dict,), 1),
+    "status": ((str,), 1),
+    "versions": ((dict,), 1),
+    "platform": ((str,), 1),
+    "device": ((str,), 1),
+    "threads": ((int,), 1),
+    "git_commit": ((str, type(None)), 1),  # null where git could not name the commit
+    "started": ((str,), 1),
+    "wall_seconds": ((int, float), 1),
+    "stack_size": ((int,), 2),
+    "cuda_graphs": ((bool,), 2),
+    "host": ((str,), 2),
+    "pid": ((int,), 2),
+    "diverged_epoch": ((int,), None),
+    "error": ((str,), None),
+    "resumed_at_epochs": ((list,), None),
+    "renamed_from": ((dict,), None),  # the model and run id of a run relabelled when its objective was renamed
+}
+STATUSES = ("running", "finished", "diverged", "failed")
+VERSION_KEYS = ("python", "torch", "torchvision")
+# RunConfig's fields and their JSON types, written out because bench.config imports torch and reading
+# records must not (tests/test_records.py holds them to RunConfig). A config lacks only ADDED_DEFAULTS'.
+CONFIG_FIELDS: dict[str, type] = {
+    "model": str, "dataset": str, "seed": int, "epochs": int, "batch_size": int, "lr": float, "beta1": float,
+    "beta2": float, "z_dim": int, "w_kl": float, "w_cap": float, "gamma": float, "c_max": float, "c_ramp": int,
+    "d_lr": float, "d_beta1": float, "d_beta2": float, "train_subset": int, "test_subset": int, "dtype": str,
+    "recipe": str, "nets": str, "init": str, "capacity_form": str, "c_schedule": str, "c_step": float, "disc": str,
+    "perm_batch": str, "last_batch": str, "reduction": str,
+}
 
 
 class RecordError(BenchError):
@@ -198,6 +235,8 @@ def verify_checkpoint(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+    except PermissionError as exc:
+        raise BenchError(f"cannot read checkpoint {path} ({exc.strerror}); make it readable, or pass --fresh") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         bad = type(exc).__name__
     if bad is not None:
@@ -219,9 +258,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def read_meta(path: Path) -> dict:
-    """The run metadata of one file; RecordError if it is unreadable or not a run file."""
+    """The run metadata of one file; RecordError naming the file if it is unreadable, not a run file, of another
+    record format, or not of the shape :data:`META_FIELDS` and :data:`CONFIG_FIELDS` give (:func:`meta_problem`)."""
     try:
         schema = pq.read_schema(path)
+    except PermissionError as exc:
+        raise RecordError(f"{path}: cannot read it ({exc.strerror or 'permission denied'}); make it readable "
+                          "(chmod u+r) or move it out of the runs folder") from None
     except Exception as exc:
         raise RecordError(f"{path}: not a readable parquet file ({type(exc).__name__}); delete it or move it out of the runs folder") from None
     raw = (schema.metadata or {}).get(META_KEY)
@@ -232,10 +275,81 @@ def read_meta(path: Path) -> dict:
         meta = json.loads(raw)
     except ValueError:
         raise RecordError(f"{path}: run metadata is not valid JSON; delete the file and rerun") from None
-    if meta.get("format", 1) not in READABLE_FORMATS:
-        raise RecordError(f"{path}: written by another version of bench (record format {meta.get('format')!r}; this one "
+    form = meta.get("format", 1) if isinstance(meta, dict) else 1
+    if isinstance(form, int) and not isinstance(form, bool) and form not in READABLE_FORMATS:
+        raise RecordError(f"{path}: written by another version of bench (record format {form!r}; this one "
                           f"reads {', '.join(map(str, READABLE_FORMATS))}); move it out of the runs folder")
+    problem = meta_problem(meta)
+    if problem:
+        raise RecordError(f"{path}: run metadata {problem}; it is not a record bench wrote: move it out of the runs "
+                          "folder, or delete it and rerun")
     return meta
+
+
+# How a message names the type of a decoded JSON value.
+_JSON_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def _kind(value) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _has_type(value, types: tuple[type, ...]) -> bool:
+    # JSON's true and false decode to bool, a subclass of int: they are never a count or a number here.
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True  # a hand-written 1 for 1.0
+    return isinstance(value, types)
+
+
+def meta_problem(meta) -> str | None:
+    """What is wrong with decoded record metadata, against :data:`META_FIELDS` and :data:`CONFIG_FIELDS`.
+
+    Parameters
+    ----------
+    meta : object
+        The decoded JSON of a record's metadata.
+
+    Returns
+    -------
+    str or None
+        The first problem found, worded to follow "run metadata", e.g. ``"lacks 'status'"``; None
+        when ``meta`` has the shape of a record's metadata in its format.
+    """
+    if not isinstance(meta, dict):
+        return f"is {_kind(meta)}, not an object"
+    form = meta.get("format", 1)
+    for key, value in meta.items():
+        if key not in META_FIELDS:
+            return f"has an unknown field {key!r}"
+        types = META_FIELDS[key][0]
+        if not _has_type(value, types):
+            return f"field {key!r} is {_kind(value)}, not {' or '.join(_JSON_KINDS[t] for t in types)}"
+    for key, (_, since) in META_FIELDS.items():
+        if since is not None and form >= since and key not in meta:
+            return f"lacks {key!r}, which every record of format {form} has"
+    if meta["status"] not in STATUSES:
+        return f"field 'status' is {meta['status']!r}, not one of {', '.join(STATUSES)}"
+    versions = meta["versions"]
+    for key in VERSION_KEYS:
+        if not isinstance(versions.get(key), str):
+            return f"field 'versions' lacks the {key} version as a string"
+    if not all(_has_type(epoch, (int,)) for epoch in meta.get("resumed_at_epochs", [])):
+        return "field 'resumed_at_epochs' holds something other than epochs (integers)"
+    if not all(isinstance(meta.get("renamed_from", {}).get(key, ""), str) for key in ("model", "run_id")):
+        return "field 'renamed_from' holds a model or run id that is not a string"
+    config = meta["config"]
+    for key, value in config.items():
+        if key not in CONFIG_FIELDS:
+            return f"config has an unknown field {key!r}"
+        if not _has_type(value, (CONFIG_FIELDS[key],)):
+            return f"config field {key!r} is {_kind(value)}, not {_JSON_KINDS[CONFIG_FIELDS[key]]}"
+    absent = [key for key in CONFIG_FIELDS if key not in config and key not in ADDED_DEFAULTS]
+    if absent:
+        return f"config lacks {', '.join(map(repr, absent))}"
+    return None
 
 
 def read_run(path: Path) -> tuple[pd.DataFrame, dict]:
@@ -267,7 +381,9 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Returns ``(rows, runs)``. ``runs`` has run_id, model, dataset, seed, profile, status,
     epochs (planned), epochs_done, wall_seconds, device, torch (version), threads, path and
-    the full config as ``config``.
+    the full config as ``config``. A record that says ``finished`` but holds a non-finite loss
+    has status ``diverged`` here: bench run stops a run at its first non-finite loss, so such a
+    record was damaged or edited, and its numbers cannot enter a mean.
     Raises RecordError when root holds no run files or any file is not a valid run.
     """
     files = run_files(root)
@@ -276,22 +392,25 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames, summaries = [], []
     for path in files:
         rows, meta = read_run(path)
-        config = {**ADDED_DEFAULTS, **meta.get("config", {})}
+        config = {**ADDED_DEFAULTS, **meta["config"]}
+        status = meta["status"]
+        if status == "finished" and not np.isfinite(rows["loss"].to_numpy(dtype=float)).all():
+            status = "diverged"
         frames.append(rows)
         summaries.append(
             {
-                "run_id": meta.get("run_id"),
-                "model": config.get("model"),
-                "dataset": config.get("dataset"),
-                "seed": config.get("seed"),
-                "profile": meta.get("profile"),
-                "status": meta.get("status"),
-                "epochs": config.get("epochs"),
+                "run_id": meta["run_id"],
+                "model": config["model"],
+                "dataset": config["dataset"],
+                "seed": config["seed"],
+                "profile": meta["profile"],
+                "status": status,
+                "epochs": config["epochs"],
                 "epochs_done": int(rows["epoch"].max()) if len(rows) else 0,
-                "wall_seconds": meta.get("wall_seconds"),
-                "device": meta.get("device"),
-                "torch": (meta.get("versions") or {}).get("torch"),
-                "threads": meta.get("threads"),
+                "wall_seconds": meta["wall_seconds"],
+                "device": meta["device"],
+                "torch": meta["versions"]["torch"],
+                "threads": meta["threads"],
                 "path": str(path),
                 "config": config,
             }

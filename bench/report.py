@@ -24,6 +24,9 @@ trains; it imports torch only to draw the pictures.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from .paper import (AUTHOR_CODE, AUTHOR_TEST_PRINT, CHALLENGER, CLAIM_NAMES, CLA
 from .records import (ACTIVE_KL, ADDED_DEFAULTS, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree,
                       weights_path)
 from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
+from .writable import check_files, check_folders
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 # Named variants get a Table 1 row of their own when their records exist, after their paper model.
@@ -379,8 +383,6 @@ def _cell(mean: float, sd: float, n: int, digits: int = 2) -> str:
 
 
 def _subset(value) -> str:
-    if value is None or pd.isna(value):
-        return "not recorded"
     return "full split" if int(value) == 0 else f"first {int(value)} images"
 
 
@@ -399,8 +401,6 @@ def _per_model(done: pd.DataFrame, describe) -> str:
 
 def _machine(run: dict) -> str:
     """Device, torch version and threads of one run, as its metadata recorded them."""
-    if not run.get("device"):
-        return "not recorded"
     threads = f", {run['threads']} thread(s)" if run.get("device") == "cpu" and run.get("threads") else ""
     return f"{run['device']}, torch {run.get('torch') or '?'}{threads}"
 
@@ -820,10 +820,13 @@ def _curves(rows: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
     return curves.assign(label=curves["model"].map(lambda m: LABELS.get(m, m)))
 
 
+FIGURE_TYPES = (".png", ".svg")  # every figure is written in both
+
+
 def _save(figure: Figure, stem: Path) -> list[Path]:
     for ax in figure.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.with_suffix(ext) for ext in FIGURE_TYPES]
     # No timestamps and fixed SVG ids: the same records give the same files, so diffs show real changes.
     with matplotlib.rc_context({"svg.hashsalt": "bench"}):
         figure.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
@@ -885,14 +888,20 @@ UNITS = (
 )
 
 
+def _has_pictures(runs: pd.DataFrame) -> bool:
+    """Whether :func:`_pictures` draws anything for these runs: a finished seed 0 with its final weights."""
+    seed0 = runs[(runs["seed"] == 0) & (runs["status"] == "finished")]
+    return bool(seed0["path"].map(lambda p: weights_path(Path(p)).is_file()).any())
+
+
 def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> tuple[list[str], list[Path]]:
-    """Traversals, reconstructions and samples of seed 0 of each model whose final weights are there.
+    """Traversals, reconstructions and samples of seed 0 of each model whose final weights are there, in
+    ``folder``/figures.
 
     Drawing needs torch and the test images, so it happens only when such weights exist; a dataset
     that cannot be loaded leaves a line saying why instead of stopping the report.
     """
-    seed0 = runs[(runs["seed"] == 0) & (runs["status"] == "finished")]
-    if not seed0["path"].map(lambda p: weights_path(Path(p)).is_file()).any():
+    if not _has_pictures(runs):
         return [], []
     from .data import resolve_root
     from .traverse import figures_for_report
@@ -910,6 +919,10 @@ def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> t
 
 def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> ReportSummary:
     """Write Table 1 (markdown and CSV), Figure 3 and the loss figure from the run records.
+
+    Every path the report writes is checked before anything is written; the files are drawn
+    into a hidden folder beside ``out`` and renamed into place once all are whole, figures
+    first and the markdown last, so a failure leaves the previous report as it was.
 
     Parameters
     ----------
@@ -935,11 +948,14 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     bench.records.RecordError
         If there are no run files under ``runs_root`` or one of them is not a valid run.
     bench.errors.BenchError
-        If ``dataset`` is not among the records or the output cannot be written.
+        If ``dataset`` is not among the records, ``out`` is a folder, or a path of the report
+        cannot be written.
     """
     runs_root, out = Path(runs_root), Path(out)
     if out.suffix.lower() == ".csv":
         raise BenchError(f"--out {out}: give the markdown path (e.g. results/table1.md); the CSV is written beside it")
+    if out.is_dir():
+        raise BenchError(f"--out {out} is a folder; give the markdown file's path, e.g. {out / 'table1.md'}")
     rows, runs = read_tree(runs_root)
     scores = read_metrics(runs_root)
     finals = final_epoch_table(rows, runs)
@@ -958,6 +974,23 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     named = recipes != [DEFAULT_RECIPE]
     csv = out.with_suffix(".csv")
     folder = out.parent
+    # Everything the report will write is named and checked before the first byte of it is written.
+    planned = []
+    for name, recipe in reported:
+        section = _section(finals, name, recipe)
+        suffix = (f"-{name}" if len(datasets) > 1 else "") + (f"-{recipe}" if len(recipes) > 1 else "")
+        curves = _curves(rows, section)
+        stems = [f"figure3{suffix}", f"figure-loss{suffix}"]
+        if curves["kl_dims"].notna().any():
+            stems.append(f"figure-kl-dims{suffix}")
+        planned.append((name, recipe, section, curves, stems))
+    outputs = [out, csv, *(folder / f"{stem}{ext}" for *_, stems in planned for stem in stems for ext in FIGURE_TYPES)]
+    if len(set(outputs)) < len(outputs):
+        raise BenchError(f"--out {out}: the report writes a figure of that name; choose another name")
+    shown = runs[runs["dataset"].isin(datasets)]
+    fix = "pass an --out in a writable folder"
+    check_folders([folder, *([folder / "figures"] if _has_pictures(shown) else [])], fix)
+    check_files(outputs, fix)
     lines = [
         "# Reconstruction quality: Table 1 and Figure 3 of the CFactorVAE paper",
         "",
@@ -969,21 +1002,22 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     if len(recipes) > 1:
         lines += ["", "Each recipe has sections of its own: runs of two recipes trained different objectives and are "
                       "never averaged or tested together."]
-    figures: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, recipe in reported:
-            section = _section(finals, name, recipe)
+        # Drawn into a hidden folder beside the report, then renamed into place: a failure while drawing
+        # or writing (a full disk) leaves the previous report, its table, CSV and figures, as they were.
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
+    except OSError as exc:
+        raise BenchError(f"cannot write the report to {folder}: {exc.strerror or exc}; {fix}") from None
+    try:
+        staged: list[Path] = []
+        for name, recipe, section, curves, stems in planned:
             rows_of = summary[(summary["dataset"] == name) & (summary["recipe"] == recipe)]
-            suffix = (f"-{name}" if len(datasets) > 1 else "") + (f"-{recipe}" if len(recipes) > 1 else "")
             scope = f"{name}, {recipe} recipe" if named else name
-            curves = _curves(rows, section)
-            fig3 = _figure3(curves, scope, folder / f"figure3{suffix}")
-            loss = _figure_loss(curves, scope, folder / f"figure-loss{suffix}")
-            figures += fig3 + loss
-            has_kl_dims = bool(curves["kl_dims"].notna().any())
-            kl_dims = _figure_kl_dims(curves, scope, folder / f"figure-kl-dims{suffix}") if has_kl_dims else []
-            figures += kl_dims
+            fig3 = _figure3(curves, scope, staging / stems[0])
+            loss = _figure_loss(curves, scope, staging / stems[1])
+            kl_dims = _figure_kl_dims(curves, scope, staging / stems[2]) if len(stems) > 2 else []
+            staged += fig3 + loss + kl_dims
             mine = _finished_scores(scores, section)
             heading = f"## Dataset: {name}, recipe: {recipe}" if named else f"## Dataset: {name}"
             lines += ["", heading, "", "### Table 1: reconstruction quality at the final epoch", ""]
@@ -1010,12 +1044,19 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
                 lines += ["", f"![Per-dimension KL and active dimensions, {scope}]({kl_dims[0].name})"]
             if len(mine):
                 lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
-        picture_lines, pictures = _pictures(runs_root, runs[runs["dataset"].isin(datasets)], folder, data_root)
+        picture_lines, pictures = _pictures(runs_root, shown, staging, data_root)
         lines += picture_lines
-        figures += pictures
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        summary.to_csv(csv, index=False)
+        (staging / out.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        summary.to_csv(staging / csv.name, index=False)
+        check_files([folder / "figures" / p.name for p in pictures], fix)
+        figures = [folder / p.relative_to(staging) for p in [*staged, *pictures]]
+        # The markdown goes last, so it never names a figure that is not in place yet.
+        for source, target in zip([*staged, *pictures, staging / csv.name, staging / out.name], [*figures, csv, out]):
+            target.parent.mkdir(exist_ok=True)
+            os.replace(source, target)
     except OSError as exc:
-        raise BenchError(f"cannot write the report to {folder}: {exc.strerror or exc}; pass an --out in a writable folder") from None
+        raise BenchError(f"cannot write the report to {folder}: {exc.strerror or exc}; {fix}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ReportSummary(markdown=out, csv=csv, figures=tuple(figures), datasets=tuple(datasets),
                          sections=tuple(reported))

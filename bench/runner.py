@@ -14,7 +14,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ import pyarrow.parquet as pq
 
 from . import data as datasets
 from .errors import BenchError
-from .locks import RunLock, describe, lock_path, read_holder
-from .plan import PlannedRun
+from .locks import RunLock, describe, lock_dir, lock_path, read_holder
+from .plan import PlannedRun, check_fits_data
 from .records import (
     RECORD_FORMAT,
     RecordError,
@@ -40,6 +39,7 @@ from .records import (
     write_metrics,
     write_run,
 )
+from .writable import check_files, check_folders
 
 
 @dataclass
@@ -69,14 +69,23 @@ def is_finished(path: Path) -> bool:
         return False
 
 
-def check_writable(out: Path) -> None:
-    """Fail before any training if the records folder cannot be created or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(prefix=".probe-", dir=out):
-            pass
-    except OSError as exc:
-        raise BenchError(f"--out {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+def check_writable(out: Path, todo: list[PlannedRun]) -> None:
+    """Fail before any training where the plan would write a path it cannot.
+
+    The paths are the records folder with its ``_locks/`` and ``_checkpoints/``, each run's folder with
+    its ``_weights/`` (and ``_metrics/`` where its dataset has known factors), and every file there that
+    a run would replace: its record, weights, scores and lock file. The checkpoints are checked once the
+    stacks are known (:func:`execute`).
+    """
+    folders, files = {Path(out), lock_dir(out), checkpoint_dir(out)}, set()
+    for run in todo:
+        outputs = [run.path, weights_path(run.path)]
+        if datasets.DATASETS[run.config.dataset].ground_truth is not None:
+            outputs.append(metrics_path(run.path))
+        folders.update(path.parent for path in outputs)
+        files.update([*outputs, lock_path(out, run.config.run_id)])
+    check_folders(folders, "choose another --out")
+    check_files(files, "choose another --out")
 
 
 def git_commit() -> str | None:
@@ -302,8 +311,9 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
                 log(f"{labels[k]} epoch {results[k].epoch}/{first.epochs}  loss {train_row['loss']:.2f}  "
                     f"test recon {test_row['recon']:.2f}  ({train_row['seconds'] + test_row['seconds']:.1f}s)")
         if not task.keep:
-            checkpoint.unlink(missing_ok=True)
-            members.unlink(missing_ok=True)
+            with _writing(task.out):
+                checkpoint.unlink(missing_ok=True)
+                members.unlink(missing_ok=True)
     except StorageError:
         raise
     except Exception as exc:  # failed runs are recorded and reported, the other stacks go on
@@ -322,7 +332,8 @@ def _writing(out: str):
     try:
         yield
     except OSError as exc:
-        raise StorageError(f"cannot write to {out}: {exc.strerror or exc}; free space or choose another --out, "
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StorageError(f"cannot write to {out}{where}: {exc.strerror or exc}; free space or choose another --out, "
                            "then run the same command again to resume") from None
 
 
@@ -422,8 +433,9 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
 
     A task is one stack of runs trained as one program (see :func:`make_stacks`), or one run
     with ``stack=False``. Everything that can be checked before training is checked first (data
-    files, device, the records folder, checkpoints and lock files, the cluster), so bad input
-    fails with nothing written.
+    files, each run's batch against the training images it meets, device, every folder and file
+    the plan writes (:func:`check_writable`), checkpoints and lock files, the cluster), so bad
+    input fails with nothing written. More busy threads than cores get a warning line.
     """
     summary = RunSummary()
     todo = []
@@ -436,8 +448,12 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         log(f"{len(summary.skipped)} of {len(plan)} runs already done, skipping them")
     if not todo:
         return summary
-    for name in sorted({run.config.dataset for run in todo}):
-        datasets.verify(name, data_root)
+    full = {name: datasets.verify(name, data_root) for name in sorted({run.config.dataset for run in todo})}
+    for run in todo:
+        config = run.config
+        n_train, _ = datasets.subset_sizes(config.dataset, full[config.dataset],
+                                           (config.train_subset or None, config.test_subset or None))
+        check_fits_data(config, n_train)
     local = options.backend == "local"
     # On a cluster the workers' devices count, not this process's: each worker resolves its own.
     device = resolve_device(options.device) if local else options.device
@@ -449,7 +465,7 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
 
         parse_resources(options.resources)
         client = connect(options.scheduler)
-    check_writable(out)
+    check_writable(out, todo)
     for run in todo:
         if run.path.exists():
             read_meta(run.path)  # a record we cannot read, or of another version, is never overwritten
@@ -466,8 +482,16 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         return max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" and local else 1
 
     stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed, threads_per_job(max(1, options.jobs)))
+    # Each stack writes its checkpoint and index under a name of its own, and deletes them once it finishes.
+    check_files([checkpoint_dir(out) / f"{stack_id([r.config.run_id for r in runs], options.stack)}{suffix}"
+                 for runs in stacks for suffix in (".pt", ".json")], "choose another --out")
     jobs = max(1, min(options.jobs, len(stacks)))
     threads = threads_per_job(jobs)
+    cores = os.cpu_count() or 1
+    if local and device == "cpu" and jobs * threads > cores:
+        # Busy torch threads beyond the cores wait on one another: --jobs 2 --threads 2 ran 30x slower on 2 cores.
+        log(f"warning: {jobs} job(s) x {threads} thread(s) keep {jobs * threads} threads busy on {cores} cores, which "
+            f"can make training many times slower; choose --jobs and --threads whose product is at most {cores}")
     if device == "cuda":
         # cuBLAS needs this to be deterministic; it must be set before the first CUDA call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

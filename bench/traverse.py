@@ -33,8 +33,10 @@ from .disentanglement import encode
 from .errors import BenchError
 from .records import ACTIVE_KL, config_key, config_rank, publish_atomic, read_tree, weights_path
 from .saved import load_vae
+from .writable import check_folders
 
 STEPS = 11  # -3, -2.4, ..., 3: the paper's range in steps of 0.6
+MOST_STEPS = 101  # 0.06 apart; a row holds one image per step
 LIMIT = 3.0  # the paper, section 5.1: traversal "over each individual latent variable dimension from range (-3,3)"
 KL_IMAGES = 1000  # test images the per-dimension KL is averaged over
 RECONSTRUCTIONS = 10
@@ -325,11 +327,12 @@ def render(runs_root: Path, out: Path, data_root: Path, models=None, seeds=None,
     Raises
     ------
     BenchError
-        No such folder, no finished run with weights matching the filters, ``steps`` below 2,
-        ``image_index`` outside a test split, unreadable weights or data, an ``out`` that is not a folder.
+        No such folder, no finished run with weights matching the filters, ``steps`` outside 2 to
+        :data:`MOST_STEPS`, ``image_index`` outside a test split, unreadable weights or data, an ``out`` that is not a folder.
     """
-    if steps < 2:
-        raise BenchError(f"--steps {steps}: need at least 2 (the ends -3 and 3)")
+    if not 2 <= steps <= MOST_STEPS:
+        raise BenchError(f"--steps {steps}: need at least 2 (the ends -3 and 3)" if steps < 2
+                         else f"--steps {steps}: at most {MOST_STEPS}")
     if image_index < 0:
         raise BenchError(f"--image-index {image_index}: must be 0 or more")
     runs = select_runs(runs_root, models, seeds, datasets)
@@ -338,6 +341,7 @@ def render(runs_root: Path, out: Path, data_root: Path, models=None, seeds=None,
                   (("model", models), ("seed", seeds), ("dataset", datasets)) if values is not None]
         raise BenchError(f"no finished run with weights under {runs_root}"
                          + (f" matches {'; '.join(wanted)}" if wanted else "") + "; train one with bench run")
+    check_folders([out], "pass another --out")  # before the networks and test images are loaded
     loaded = _load(runs, Path(data_root), image_index)
     return _write(loaded, Path(out), image_index, steps, log or (lambda path: None))
 
@@ -349,19 +353,23 @@ def _write(loaded: list[LoadedRun], out: Path, image_index: int, steps: int, log
     except OSError as exc:
         raise BenchError(f"--out {out}: cannot make this folder ({exc.strerror}); pass another") from None
     written, panels = [], {}
-    for run in loaded:
-        paths, panels[run.config.dataset, run.config.seed, run.config.model] = _render_run(run, out, image_index, steps)
-        for path in paths:
+    try:
+        for run in loaded:
+            paths, panels[run.config.dataset, run.config.seed, run.config.model] = _render_run(run, out, image_index, steps)
+            for path in paths:
+                log(path)
+            written += paths
+        for dataset, seed in sorted({(dataset, seed) for dataset, seed, _ in panels}):
+            pair = [panels.get((dataset, seed, model)) for model in COMPARED]
+            if any(panel is None for panel in pair):
+                continue
+            titles = [f"{TITLES[model]}, {dataset}, seed {seed}, test image {image_index}" for model in COMPARED]
+            path = _save(mosaic.titled(pair, titles), out / f"{dataset}-seed{seed}-{'-vs-'.join(COMPARED)}.png")
             log(path)
-        written += paths
-    for dataset, seed in sorted({(dataset, seed) for dataset, seed, _ in panels}):
-        pair = [panels.get((dataset, seed, model)) for model in COMPARED]
-        if any(panel is None for panel in pair):
-            continue
-        titles = [f"{TITLES[model]}, {dataset}, seed {seed}, test image {image_index}" for model in COMPARED]
-        path = _save(mosaic.titled(pair, titles), out / f"{dataset}-seed{seed}-{'-vs-'.join(COMPARED)}.png")
-        log(path)
-        written.append(path)
+            written.append(path)
+    except OSError as exc:  # a full disk, or a file there that cannot be replaced
+        raise BenchError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); free space or pass another "
+                         "--out") from None
     return written
 
 

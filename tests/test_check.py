@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
-from support import DATA_ROOT, REPO, needs_mnist
+from support import DATA_ROOT, REPO, needs_mnist, record_meta
 
 from bench import check, config
 from bench.cli import main
@@ -305,8 +305,7 @@ def write_runs(root, centres=CENTRES, seeds=5, status=None, config=None):
                     rows.append(dict(run_id=run_id, model=model, dataset="mnist", seed=seed, epoch=epoch, split=split,
                                      step=4 * epoch, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
                                      n_images=256, seconds=1.0, **{c: v + 50.0 * (2 - epoch) for c, v in final.items()}))
-            meta = {"run_id": run_id, "profile": "quick", "config": cfg,
-                    "status": (status or {}).get((model, seed), "finished")}
+            meta = record_meta(run_id, cfg, (status or {}).get((model, seed), "finished"), profile="quick")
             write_run(run_path(root, "mnist", model, seed, run_id), rows, meta)
     return root
 

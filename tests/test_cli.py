@@ -152,7 +152,7 @@ def test_unwritable_out(tmp_path, monkeypatch, capsys):
     blocker.write_text("not a folder")
     code, err = bench_here(monkeypatch, capsys, "run", "--profile", "smoke", "--seeds", "1", "--models", "vae",
                            "--out", str(blocker / "runs"))
-    assert code == 2 and "cannot write there" in err
+    assert code == 2 and f"{blocker / 'runs'} cannot be made: {blocker} is not a folder" in err
 
 
 def test_report_errors_are_one_line(tmp_path, monkeypatch, capsys):

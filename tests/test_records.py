@@ -7,8 +7,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from support import record_meta
 
-from bench.records import COLUMNS, RecordError, config_key, final_values, read_run, read_tree, run_files, run_path, write_run
+from bench.records import (ADDED_DEFAULTS, COLUMNS, CONFIG_FIELDS, RecordError, config_key, final_values, read_run,
+                           read_tree, run_files, run_path, write_run)
 
 CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
             "capacity", "capacity_gap", "disc_acc", "kl_dims", "active_dims", "n_images", "seconds"]
@@ -23,7 +25,7 @@ def row(model="vae", seed=0, epoch=1, split="train", loss=1.0):
 
 def publish(root, model, seed, rows, status="finished"):
     path = run_path(root, "mnist", model, seed, f"{model}{seed}")
-    write_run(path, rows, {"run_id": f"{model}{seed}", "status": status, "config": {"model": model, "seed": seed, "dataset": "mnist", "epochs": 2}})
+    write_run(path, rows, record_meta(f"{model}{seed}", {"model": model, "seed": seed, "dataset": "mnist", "epochs": 2}, status))
     return path
 
 
@@ -114,18 +116,40 @@ def test_final_values_take_the_last_epoch_and_skip_nan_only_when_diverged(tmp_pa
 
 def test_a_config_read_from_an_older_record_gets_the_fields_added_since(tmp_path):
     path = run_path(tmp_path, "mnist", "vae", 0, "old")
-    write_run(path, [], {"run_id": "old", "status": "finished", "config": {"model": "vae", "seed": 0, "lr": 1e-4}})
+    meta = record_meta("old", {"model": "vae", "dataset": "mnist", "seed": 0})
+    full = meta["config"]
+    # A record of format 1, as the first version wrote it: no fields of later formats or configs.
+    for key in ("format", "host", "pid", "cuda_graphs", "stack_size"):
+        del meta[key]
+    meta["config"] = {key: value for key, value in full.items() if key not in ADDED_DEFAULTS}
+    write_run(path, [], meta)
     _, runs = read_tree(tmp_path)
-    assert runs.loc[0, "config"] == {"model": "vae", "seed": 0, "lr": 1e-4, "dtype": "float32"}
+    assert runs.loc[0, "config"] == full
+
+
+def test_the_schema_of_a_config_is_runconfigs():
+    import dataclasses
+
+    from bench.config import RunConfig
+
+    assert {f.name: f.type for f in dataclasses.fields(RunConfig)} == {k: t.__name__ for k, t in CONFIG_FIELDS.items()}
+    assert set(ADDED_DEFAULTS) <= set(CONFIG_FIELDS)
+
+
+def test_a_finished_record_with_a_non_finite_loss_reads_as_diverged(tmp_path):
+    publish(tmp_path, "vae", 0, [row("vae", 0, 1, "train", 5.0), row("vae", 0, 1, "test", float("inf"))])
+    publish(tmp_path, "vae", 1, [row("vae", 1, 1, "train", 5.0), row("vae", 1, 1, "test", 4.0)])
+    _, runs = read_tree(tmp_path)
+    assert runs.set_index("seed")["status"].to_dict() == {0: "diverged", 1: "finished"}
 
 
 def test_a_record_from_before_the_per_dimension_columns_reads_them_as_missing(tmp_path):
     old_schema = pa.schema([f for f in pq.read_schema(publish(tmp_path, "vae", 0, [row()])) if f.name not in ("kl_dims", "active_dims")])
     path = run_path(tmp_path, "mnist", "vae", 1, "vae1")
     path.parent.mkdir(parents=True)
+    meta = record_meta("vae1", {"model": "vae", "seed": 1, "dataset": "mnist", "epochs": 2}, format=2)
     table = pa.Table.from_pylist([row("vae", 1)], schema=old_schema).replace_schema_metadata(
-        {b"bench.run": json.dumps({"run_id": "vae1", "format": 2, "status": "finished",
-                                   "config": {"model": "vae", "seed": 1, "dataset": "mnist", "epochs": 2}}).encode()})
+        {b"bench.run": json.dumps(meta).encode()})
     pq.write_table(table, path)
     rows, _ = read_run(path)
     assert list(rows.columns) == CONTRACT

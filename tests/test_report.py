@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from support import record_meta
 
 from bench.errors import BenchError
 from bench.records import RecordError, read_tree, run_dir, run_path, write_run
@@ -46,8 +47,7 @@ def write(root, model, seed, finals, *, status="finished", dataset="mnist", epoc
     for key in nan_last:
         split, column = key.split("_")
         next(r for r in reversed(rows) if r["split"] == split)[column] = float("nan")
-    meta = {"run_id": run_id, "profile": "smoke", "status": status, "config": config, "wall_seconds": 1.0}
-    write_run(run_path(root, dataset, model, seed, run_id), rows, meta)
+    write_run(run_path(root, dataset, model, seed, run_id), rows, record_meta(run_id, config, status))
 
 
 def draw(rng, centre):
@@ -318,7 +318,7 @@ def test_foreign_parquet_is_named(small_tree, tmp_path):
 def test_unwritable_output_folder_is_one_line_bench_error(small_tree, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the output folder should be")
-    with pytest.raises(BenchError, match="cannot write the report") as caught:
+    with pytest.raises(BenchError, match="blocker is not a folder; move that file away") as caught:
         write_report(small_tree, blocker / "table1.md")
     assert "\n" not in str(caught.value)
 
@@ -397,7 +397,7 @@ def test_each_recipe_gets_its_own_section_and_its_own_means(two_recipes):
                 assert table.loc[(recipe, model), f"{key}_mean"] == pytest.approx(np.mean(values), rel=1e-12)
                 assert table.loc[(recipe, model), f"{key}_n"] == 5
             row = " | ".join(cell([f[key] for f in finals]) for key in KEYS)
-            assert f"| {LABELS[model]} | {row} | 0 | not recorded |" in section
+            assert f"| {LABELS[model]} | {row} | 0 | cpu, torch 2.14.1, 1 thread(s) |" in section
 
 
 def test_each_recipe_is_tested_on_its_own_runs(two_recipes):
@@ -478,8 +478,7 @@ def test_the_author_section_says_until_when_cfactorvae_trained_as_factorvae(tmp_
                      loss=value + 1.0, recon=value, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
                      n_images=10, seconds=1.0)
                 for epoch, value in enumerate(values, 1) for split in ("train", "test")]
-        meta = {"run_id": run_id, "profile": "smoke", "status": "finished", "config": config, "wall_seconds": 1.0}
-        write_run(run_path(tmp_path / "runs", "mnist", model, seed, run_id), rows, meta)
+        write_run(run_path(tmp_path / "runs", "mnist", model, seed, run_id), rows, record_meta(run_id, config, "finished"))
     markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
     assert ("seed 0: the same through epoch 3; seed 1: the same through epoch 2, then apart (-1.50 nats at epoch 3)."
             in markdown)

@@ -1,6 +1,6 @@
 """The runner: what counts as done, what happens to killed and failing runs, run order."""
 
-from support import DATA_ROOT, needs_mnist
+from support import DATA_ROOT, needs_mnist, record_meta
 
 from bench.config import resolve
 from bench.plan import PlannedRun, make_plan
@@ -17,7 +17,7 @@ def plan(out, models=("vae",), seeds=1):
 def test_a_killed_run_is_trained_again(tmp_path):
     (run,) = plan(tmp_path)
     # What a kill after the first epoch leaves: a record whose status is still "running".
-    write_run(run.path, [], {"run_id": run.config.run_id, "status": "running", "config": run.config.to_dict()})
+    write_run(run.path, [], record_meta(run.config.run_id, run.config.to_dict(), "running"))
     assert not is_finished(run.path)
     summary = execute([run], tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert summary.done == [run.config.run_id] and summary.skipped == []

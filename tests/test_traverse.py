@@ -255,7 +255,7 @@ def test_bad_input_through_the_entry_point(runs, tmp_path, capsys):
         "unknown model 'fvae'": ["--model", "fvae"],
         "--image-index -1: must be 0 or more": ["--image-index", "-1"],
         "unknown dataset 'mnst'": ["--dataset", "mnst"],
-        f"--out {a_file / 'figures'}: cannot make this folder": ["--out", str(a_file / "figures")],
+        f"{a_file / 'figures'} cannot be made: {a_file} is not a folder": ["--out", str(a_file / "figures")],
         "Missing option '--runs'": None,
     }
     for expected, args in cases.items():
