@@ -10,6 +10,7 @@ mean is the representation, as in disentanglement_lib; the metrics' generator ha
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import numpy as np
@@ -62,12 +63,23 @@ def posterior_means(vae: VAE, truth: GroundTruth):
     return represent
 
 
-def metric_rows(config: RunConfig, vae: VAE, truth: GroundTruth, profile: str) -> list[dict]:
-    """The four scores of one trained run, as rows of :data:`bench.records.METRICS_SCHEMA`."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def metric_rows(config: RunConfig, vae: VAE, truth: GroundTruth, profile: str, log=_stderr,
+                n_jobs: int | None = None) -> list[dict]:
+    """The scores of one trained run, as rows of :data:`bench.records.METRICS_SCHEMA`.
+
+    Scoring takes minutes (DCI's trees), so ``log`` gets a line after each step. DCI's factors are
+    fitted in ``n_jobs`` threads, by default torch's thread count, the share of the machine the run
+    was given; the scores do not depend on it.
+    """
     counts = counts_for(profile)
     start = time.perf_counter()
-    scores = evaluate(posterior_means(vae, truth), truth.factor_sizes,
-                      seed=METRIC_SEED, counts=counts)
+    scores = evaluate(posterior_means(vae, truth), truth.factor_sizes, seed=METRIC_SEED, counts=counts,
+                      n_jobs=n_jobs or torch.get_num_threads(),
+                      progress=lambda line: log(f"{config.run_id} ({config.model} seed {config.seed}) scoring: {line}"))
     seconds = time.perf_counter() - start
     return [{"run_id": config.run_id, "model": config.model, "dataset": config.dataset, "seed": config.seed,
              "metric": metric, "value": float(value), "metric_seed": METRIC_SEED, **dataclasses.asdict(counts),

@@ -52,7 +52,7 @@ COLUMNS = tuple(SCHEMA.names)
 # One row per (run, metric), written when a run on a dataset with known factors finishes. ``value``
 # is the score; the other columns say how it was measured: the metric generator's seed, the sample
 # counts (bench.metrics.MetricCounts, whose fields they are), what represented an image, and the
-# seconds the four metrics took together.
+# seconds all of a run's metrics took together.
 METRICS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),

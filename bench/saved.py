@@ -96,7 +96,9 @@ def score_runs(runs_root: Path, data_root: Path, again: bool = False, log=lambda
         config, vae = load_vae(weights_path(record))
         torch.set_num_threads(scoring_threads(run) or threads)
         try:
-            rows = metric_rows(config, vae, truths[config.dataset], run["profile"])
+            # The run's threads keep its encodings bit for bit; DCI's trees, which give the same
+            # scores on any number of threads, take the whole machine's.
+            rows = metric_rows(config, vae, truths[config.dataset], run["profile"], log=log, n_jobs=threads)
         finally:
             torch.set_num_threads(threads)
         write_metrics(metrics_path(record), rows)

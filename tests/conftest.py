@@ -21,8 +21,8 @@ def pytest_unconfigure(config):
 # Files that take minutes in all: processes trained one after another on one worker. pytest-xdist
 # (--dist loadfile --no-loadscope-reorder) hands files to workers in collection order, so these go
 # first; one of them started last would leave the other worker idle at the end.
-LONG_FIRST = ("test_resume.py", "test_check.py", "test_stacked.py", "test_bad_input.py", "test_cli.py",
-              "test_paper_matrix.py", "test_queue.py", "test_locks.py")
+LONG_FIRST = ("test_resume.py", "test_disentanglement.py", "test_check.py", "test_stacked.py", "test_bad_input.py",
+              "test_cli.py", "test_paper_matrix.py", "test_queue.py", "test_locks.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,21 +1,27 @@
 """Tests for bench.metrics.
 
-Every expected value is worked out by hand (shown in comments) or read off the data by a second,
-simpler route than the code under test; none is the code's own earlier output.
+Every expected value is worked out by hand (shown in comments), read off the data by a second,
+simpler route than the code under test, or computed by a plain transcription of
+disentanglement_lib's metric functions written here; none is the code's own earlier output.
 """
 
 import math
 
 import numpy as np
 import pytest
+import scipy.stats
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
 
 from bench.metrics import (
     MetricCounts,
-    dci_disentanglement,
+    completeness_from_importance,
+    dci,
     disentanglement_from_importance,
     evaluate,
     factorvae_score,
-    importance_matrix,
+    importance_gbt,
     mig,
     sap,
 )
@@ -24,9 +30,15 @@ from bench.metrics import (
 # needs no torch.
 DSPRITES = (3, 6, 40, 32, 32)
 K = len(DSPRITES)
+# DCI fits 100 trees per factor value (sklearn's boosting), so its tests use fewer values per factor
+# than dSprites' 113 in all: the same code paths in seconds rather than minutes.
+FEW = (3, 6, 8, 5)
 
 # Small FactorVAE counts: every test below holds exactly or with a margin far beyond their noise.
 FVAE_SMALL = {"n_train": 600, "n_eval": 400, "n_variance": 1000}
+# disentanglement_lib adds 1e-11 to every importance inside DCI's entropies, which moves a score of
+# an exactly disentangled matrix by about 1e-10.
+DL_EPS = 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,8 @@ def grid():
     return np.stack(axes, axis=-1).reshape(-1, K)
 
 
-def uniform_factors(n, seed):
-    return np.random.default_rng(seed).integers(0, DSPRITES, size=(n, K))
+def uniform_factors(n, seed, sizes=DSPRITES):
+    return np.random.default_rng(seed).integers(0, sizes, size=(n, len(sizes)))
 
 
 def true_factors(factors):
@@ -49,6 +61,125 @@ def entangled(factors, seed=3):
     rng = np.random.default_rng(seed)
     noisy = factors + rng.normal(0.0, 0.4, size=factors.shape)
     return np.concatenate([noisy, rng.normal(size=(len(factors), 2))], axis=1)
+
+
+def vae_like(factors, seed):
+    """Posterior means as a trained VAE gives them: mixtures of the scaled factors with noise, unit spread,
+    a dimension that carries one factor nearly alone, and two collapsed dimensions near 0."""
+    rng = np.random.default_rng(seed)
+    scaled = factors / (factors.max(axis=0) + 1.0) - 0.5
+    mixed = scaled @ rng.normal(size=(factors.shape[1], 5)) + rng.normal(0.0, 0.3, size=(len(factors), 5))
+    clean = 3.0 * scaled[:, :1] + rng.normal(0.0, 0.05, size=(len(factors), 1))
+    collapsed = rng.normal(0.0, 0.02, size=(len(factors), 2))
+    return np.concatenate([mixed, clean, collapsed], axis=1)
+
+
+def split(n_train, n_test, seed, sizes=FEW, represent=true_factors):
+    factors = uniform_factors(n_train + n_test, seed, sizes)
+    codes = represent(factors)
+    return codes[:n_train], factors[:n_train], codes[n_train:], factors[n_train:]
+
+
+# ---------------------------------------------------------------- disentanglement_lib, transcribed
+# The functions of disentanglement_lib/evaluation/metrics/ (mig.py, dci.py, sap_score.py, utils.py)
+# as published, in their loops and their layout: codes and factors as (num_codes, N) and
+# (num_factors, N) arrays. The trees' random_state is pinned, as bench.metrics pins it; disentanglement_lib
+# leaves it unset.
+
+
+def dl_mig(mus_train, ys_train, num_bins=20):
+    discretized = np.zeros_like(mus_train)
+    for i in range(mus_train.shape[0]):
+        discretized[i, :] = np.digitize(mus_train[i, :], np.histogram(mus_train[i, :], num_bins)[1][:-1])
+    m = np.zeros([mus_train.shape[0], ys_train.shape[0]])
+    for i in range(mus_train.shape[0]):
+        for j in range(ys_train.shape[0]):
+            m[i, j] = mutual_info_score(ys_train[j, :], discretized[i, :])
+    entropy = np.zeros(ys_train.shape[0])
+    for j in range(ys_train.shape[0]):
+        entropy[j] = mutual_info_score(ys_train[j, :], ys_train[j, :])
+    sorted_m = np.sort(m, axis=0)[::-1]
+    return np.mean(np.divide(sorted_m[0, :] - sorted_m[1, :], entropy[:]))
+
+
+def dl_compute_importance_gbt(x_train, y_train, x_test, y_test, random_state):
+    num_factors = y_train.shape[0]
+    num_codes = x_train.shape[0]
+    importance_matrix = np.zeros(shape=[num_codes, num_factors], dtype=np.float64)
+    train_loss = []
+    test_loss = []
+    for i in range(num_factors):
+        model = GradientBoostingClassifier(random_state=random_state)
+        model.fit(x_train.T, y_train[i, :])
+        importance_matrix[:, i] = np.abs(model.feature_importances_)
+        train_loss.append(np.mean(model.predict(x_train.T) == y_train[i, :]))
+        test_loss.append(np.mean(model.predict(x_test.T) == y_test[i, :]))
+    return importance_matrix, np.mean(train_loss), np.mean(test_loss)
+
+
+def dl_disentanglement(importance_matrix):
+    per_code = 1.0 - scipy.stats.entropy(importance_matrix.T + 1e-11, base=importance_matrix.shape[1])
+    if importance_matrix.sum() == 0.0:
+        importance_matrix = np.ones_like(importance_matrix)
+    code_importance = importance_matrix.sum(axis=1) / importance_matrix.sum()
+    return np.sum(per_code * code_importance)
+
+
+def dl_completeness(importance_matrix):
+    per_factor = 1.0 - scipy.stats.entropy(importance_matrix + 1e-11, base=importance_matrix.shape[0])
+    if importance_matrix.sum() == 0.0:
+        importance_matrix = np.ones_like(importance_matrix)
+    factor_importance = importance_matrix.sum(axis=0) / importance_matrix.sum()
+    return np.sum(per_factor * factor_importance)
+
+
+def dl_sap(mus, ys, mus_test, ys_test):
+    num_latents = mus.shape[0]
+    num_factors = ys.shape[0]
+    score_matrix = np.zeros([num_latents, num_factors])
+    for i in range(num_latents):
+        for j in range(num_factors):
+            mu_i = mus[i, :]
+            y_j = ys[j, :]
+            mu_i_test = mus_test[i, :]
+            y_j_test = ys_test[j, :]
+            classifier = LinearSVC(C=0.01, class_weight="balanced")
+            classifier.fit(mu_i[:, np.newaxis], y_j)
+            pred = classifier.predict(mu_i_test[:, np.newaxis])
+            score_matrix[i, j] = np.mean(pred == y_j_test)
+    sorted_matrix = np.sort(score_matrix, axis=0)
+    return np.mean(sorted_matrix[-1, :] - sorted_matrix[-2, :])
+
+
+def test_scores_agree_with_the_transcription_of_disentanglement_lib():
+    # A VAE-like representation at sizes where every estimator has work to do: 8 codes, 4 factors
+    # of 3 to 8 values, 1500 training and 500 test samples. The module fits DCI's factors in two
+    # threads, the transcription one after another.
+    x_train, f_train, x_test, f_test = split(1500, 500, seed=21, represent=lambda f: vae_like(f, seed=22))
+    importance, train, test = dl_compute_importance_gbt(x_train.T, f_train.T, x_test.T, f_test.T, random_state=0)
+    found = dci(x_train, f_train, x_test, f_test, random_state=0, n_jobs=2)
+    expected = {"disentanglement": dl_disentanglement(importance), "completeness": dl_completeness(importance),
+                "informativeness_train": train, "informativeness_test": test}
+    assert found.keys() == expected.keys()
+    for name in expected:
+        assert found[name] == pytest.approx(expected[name], abs=1e-9), name
+    module_importance = importance_gbt(x_train, f_train, x_test, f_test, random_state=0)[0]
+    np.testing.assert_allclose(module_importance, importance, rtol=0, atol=1e-12)
+    assert sap(x_train, f_train, x_test, f_test) == pytest.approx(dl_sap(x_train.T, f_train.T, x_test.T, f_test.T),
+                                                                  abs=1e-9)
+    assert mig(x_train, f_train) == pytest.approx(dl_mig(x_train.T, f_train.T), abs=1e-9)
+    # The representation is neither trivially good nor trivially bad on any of them.
+    assert 0.05 < found["disentanglement"] < 0.95 and 0.05 < found["completeness"] < 0.95
+    assert found["informativeness_test"] < found["informativeness_train"]
+
+
+def test_dci_from_importance_matches_the_transcription_on_random_matrices():
+    rng = np.random.default_rng(23)
+    for shape in [(2, 2), (10, 5), (20, 5), (3, 7)]:
+        importance = rng.exponential(size=shape) * (rng.random(shape) < 0.6)
+        importance[0] = 0.0  # a code of no importance at all
+        assert disentanglement_from_importance(importance) == pytest.approx(dl_disentanglement(importance), abs=1e-12)
+        assert completeness_from_importance(importance) == pytest.approx(dl_completeness(importance), abs=1e-12)
 
 
 # ---------------------------------------------------------------- the true factors as the representation
@@ -69,20 +200,37 @@ def test_mig_true_factors_on_grid_is_hand_value(grid):
     assert expected >= 0.9
 
 
-def test_sap_true_factors_on_grid_is_hand_value(grid):
-    # A factor with n equally frequent values 0..n-1 used as its own code: the least-squares fit of
-    # the indicator of class k is 1/n + (k - m)(x - m) / (n var), m = (n-1)/2. Above m the largest
-    # score is class n-1's, below m class 0's, at m (n odd) all scores tie and class 0 wins. So only
-    # x = 0 and x = n-1 are right: accuracy 2/n. Any other code is independent of the factor on the
-    # grid: whatever class it predicts for a value, 1/n of the rows with that value hold that
-    # class, so accuracy exactly 1/n. The gap is 1/n per factor.
-    expected = (1 / 3 + 1 / 6 + 1 / 40 + 1 / 32 + 1 / 32) / 5  # 0.1175
-    assert sap(true_factors(grid), grid, true_factors(grid), grid) == pytest.approx(expected, rel=1e-12)
+def test_sap_true_binary_factors_on_grid_is_one_half():
+    # Three binary factors, every combination 4 times, each factor its own code. On its own code
+    # factor k is separable: the SVM's threshold -b/w lies between 0 and 1 (the penalised intercept
+    # pulls it towards 0, never past it), so S[k, k] = 1. Any other code is independent of factor k on
+    # the grid: half the rows of each of its values hold either class, so whatever it predicts, it is
+    # right half the time. Every gap is 1 - 1/2, the most a second code that is right by chance allows.
+    cube = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    factors = np.tile(cube, (4, 1))
+    assert sap(true_factors(factors), factors, true_factors(factors), factors) == 0.5
+
+
+def test_sap_true_factors_beat_mixed_codes():
+    # A single linear code separates only a factor's end values one against the rest, so the true
+    # factors' SAP is far below 1 (about 0.23 on dSprites' factors at disentanglement_lib's counts),
+    # yet well above that of codes that mix the factors.
+    x_train, f_train, x_test, f_test = split(3000, 1000, seed=24, sizes=DSPRITES)
+    truth = sap(x_train, f_train, x_test, f_test)
+    noisy = entangled(np.concatenate([f_train, f_test]))
+    rng = np.random.default_rng(25)
+    assert truth > sap(noisy[:3000] @ rng.normal(size=(7, 7)), f_train, noisy[3000:] @ rng.normal(size=(7, 7)),
+                       f_test) + 0.05
+    assert 0.15 < truth < 0.5
 
 
 def test_dci_true_factors():
-    factors = uniform_factors(2000, seed=1)
-    assert dci_disentanglement(true_factors(factors), factors) >= 0.9
+    # Code k splits factor k's values apart exactly and no other code helps: every tree splits on
+    # its own factor's code, importance is the identity, and every value is predicted right.
+    found = dci(*split(1500, 500, seed=1))
+    assert found["disentanglement"] == pytest.approx(1.0, abs=DL_EPS)
+    assert found["completeness"] == pytest.approx(1.0, abs=DL_EPS)
+    assert found["informativeness_train"] == 1.0 and found["informativeness_test"] == 1.0
 
 
 def test_factorvae_true_factors_scores_one():
@@ -99,13 +247,26 @@ def test_factorvae_true_factors_scores_one():
 def test_constant_representation_scores_zero():
     factors = uniform_factors(2000, seed=2)
     codes = np.full((2000, 6), 0.3)
-    # One bin: no MI. Nothing to split: all-zero importances. Every code predicts the most frequent
-    # class: equal accuracies, no gap. No dimension with spread: no active dimension.
+    # One bin: no MI. Every code's SVM sees the same data and predicts the same: equal accuracies,
+    # no gap. No dimension with spread: no active dimension.
     assert mig(codes, factors) == 0.0
-    assert dci_disentanglement(codes, factors) == 0.0
     assert sap(codes, factors, codes[:1000], factors[:1000]) == 0.0
     constant = factorvae_score(lambda f: np.full((len(f), 6), 0.3), DSPRITES, np.random.default_rng(0), **FVAE_SMALL)
     assert constant == 0.0
+
+
+def test_dci_of_a_constant_representation():
+    # Nothing to split: the trees stay at their initial estimate, the training class priors, and
+    # predict each factor's most frequent training value for every sample. All-zero importances
+    # give D = C = 0; informativeness is that value's share of each split, averaged over factors.
+    x_train, f_train, x_test, f_test = split(1000, 400, seed=26, represent=lambda f: np.full((len(f), 6), 0.3))
+    found = dci(x_train, f_train, x_test, f_test)
+    modes = [np.bincount(f_train[:, k]).argmax() for k in range(len(FEW))]
+    assert found["disentanglement"] == 0.0 and found["completeness"] == 0.0
+    for split_name, f in (("train", f_train), ("test", f_test)):
+        share = np.mean([np.mean(f[:, k] == mode) for k, mode in enumerate(modes)])
+        assert found[f"informativeness_{split_name}"] == pytest.approx(share, abs=1e-12)
+    np.testing.assert_array_equal(importance_gbt(x_train, f_train, x_test, f_test)[0], np.zeros((6, len(FEW))))
 
 
 def test_random_representation_scores_near_zero():
@@ -113,12 +274,18 @@ def test_random_representation_scores_near_zero():
     factors = uniform_factors(5000, seed=5)
     codes = rng.normal(size=(5000, 6))
     assert mig(codes, factors) <= 0.1
-    assert dci_disentanglement(codes[:2000], factors[:2000]) <= 0.1
     assert sap(codes[:3000], factors[:3000], codes[3000:], factors[3000:]) <= 0.1
     noise = np.random.default_rng(6)
     score = factorvae_score(lambda f: noise.normal(size=(len(f), 6)), DSPRITES, np.random.default_rng(0), **FVAE_SMALL)
     # Votes carry no information about the factor, so the classifier is right 1/K of the time.
     assert score <= 1 / K + 0.1
+    # The trees overfit the noise (high training accuracy), but spread their importance over every
+    # code and factor alike, and predict test values at chance.
+    found = dci(*split(1500, 1000, seed=27, represent=lambda f: rng.normal(size=(len(f), 6))))
+    assert found["disentanglement"] <= 0.1 and found["completeness"] <= 0.1
+    chance = np.mean([1 / n for n in FEW])
+    assert found["informativeness_test"] == pytest.approx(chance, abs=0.05)
+    assert found["informativeness_train"] > found["informativeness_test"] + 0.2
 
 
 # ---------------------------------------------------------------- invariances
@@ -135,12 +302,6 @@ def test_permuting_codes_changes_nothing():
     assert sap(permuted[:1500], factors[:1500], permuted[1500:], factors[1500:]) == sap(
         codes[:1500], factors[:1500], codes[1500:], factors[1500:]
     )
-    # The importances move with their codes, bit for bit; D sums them in another order.
-    importance = importance_matrix(codes, factors)
-    np.testing.assert_array_equal(importance_matrix(permuted, factors), importance[PERM])
-    assert dci_disentanglement(permuted, factors) == pytest.approx(
-        disentanglement_from_importance(importance), abs=1e-12
-    )
     fvae = [
         factorvae_score(lambda f, p=p: entangled(f)[:, p], DSPRITES, np.random.default_rng(8), **FVAE_SMALL)
         for p in (np.arange(7), PERM)
@@ -148,28 +309,58 @@ def test_permuting_codes_changes_nothing():
     assert fvae[0] == fvae[1]
 
 
+def test_permuting_codes_moves_the_dci_importances_with_them():
+    # The trees try the codes in an order drawn from random_state, and the order settles exact ties
+    # between splits, which small nodes deep in a tree do meet (two codes cutting off the same few
+    # samples). So the importances move with their codes up to tie-breaking, no more than another
+    # random_state moves them: disentanglement_lib, which leaves random_state unset, varies as much
+    # from one call to the next.
+    x_train, f_train, x_test, f_test = split(800, 400, seed=28, represent=entangled)
+    perm = np.array([4, 1, 5, 0, 2, 3])
+    before = importance_gbt(x_train, f_train, x_test, f_test)
+    after = importance_gbt(x_train[:, perm], f_train, x_test[:, perm], f_test)
+    np.testing.assert_allclose(after[0], before[0][perm], rtol=0, atol=0.01)
+    np.testing.assert_allclose(after[1:], before[1:], rtol=0, atol=0.01)
+    for score in (disentanglement_from_importance, completeness_from_importance):
+        assert score(after[0]) == pytest.approx(score(before[0]), abs=0.01)
+
+
 SCALES = np.array([0.6, 3.0, 17.0, 0.8, 250.0, 1.7, 9.5])
 SHIFTS = np.array([-4.0, 0.5, 100.0, 0.0, -0.25, 7.0, 1e3])
 
 
-def test_mig_and_sap_invariant_to_positive_affine_maps():
-    # MIG bins each code over its own range; SAP's least-squares fit absorbs a and b in a x + b.
+def test_mig_invariant_to_positive_affine_maps():
+    # MIG bins each code over its own range.
     factors = uniform_factors(3000, seed=9)
     codes = entangled(factors)
-    moved = codes * SCALES + SHIFTS
-    assert mig(moved, factors) == mig(codes, factors)
-    split = 2000
-    assert sap(moved[:split], factors[:split], moved[split:], factors[split:]) == sap(
-        codes[:split], factors[:split], codes[split:], factors[split:]
-    )
+    assert mig(codes * SCALES + SHIFTS, factors) == mig(codes, factors)
 
 
-def test_dci_invariant_to_increasing_maps():
-    # Trees only compare values, so any strictly increasing map per code leaves every split alike.
-    factors = uniform_factors(2000, seed=10)
-    codes = entangled(factors)
-    warped = np.column_stack([np.exp(codes[:, 0]), codes[:, 1] ** 3, np.arctan(codes[:, 2]), 5 * codes[:, 3:] - 2])
-    np.testing.assert_array_equal(importance_matrix(warped, factors), importance_matrix(codes, factors))
+def test_sap_depends_on_the_codes_scale_and_offset():
+    # LinearSVC(C=0.01) penalises the weight and the intercept: shrink a code towards 0 and the
+    # penalty wins, every classifier predicts one class whatever the code, every code scores the
+    # same and SAP is 0; move it far from 0 and the intercept the fit needs costs more than it
+    # gains, which cuts SAP too. Disentanglement_lib's scores carry the same dependence.
+    x_train, f_train, x_test, f_test = split(2000, 1000, seed=29)
+    unit = sap(x_train, f_train, x_test, f_test)
+    assert unit > 0.2
+    assert sap(x_train * 1e-3, f_train, x_test * 1e-3, f_test) == 0.0
+    assert sap(x_train + 50.0, f_train, x_test + 50.0, f_test) < unit - 0.1
+
+
+def test_dci_importances_invariant_to_increasing_maps():
+    # Trees only compare values, so a strictly increasing map of each code leaves every training
+    # split alike (the maps keep neighbouring values more than sklearn's 1e-7 apart, below which
+    # it treats them as equal): the same importances and the same training accuracy.
+    x_train, f_train, x_test, f_test = split(800, 400, seed=10, represent=entangled)
+
+    def warp(c):
+        return np.column_stack([np.exp(c[:, 0] / 4), c[:, 1] ** 3, np.arctan(c[:, 2] / 8), 5 * c[:, 3:] - 2])
+
+    before = importance_gbt(x_train, f_train, x_test, f_test)
+    after = importance_gbt(warp(x_train), f_train, warp(x_test), f_test)
+    np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-12)
+    assert after[1] == before[1]
 
 
 def test_factorvae_invariant_to_rescaling():
@@ -199,52 +390,59 @@ def test_mig_tiny_hand_case():
     assert mig(codes, factors) == pytest.approx(expected, rel=1e-12)
 
 
-def test_disentanglement_from_importance_hand_cases():
+def test_disentanglement_and_completeness_from_importance_hand_cases():
     # K = 2. Code 0: P = (1, 0), H_2 = 0, D = 1. Code 1: P = (1/2, 1/2), H_2 = 1, D = 0. Code 2 has
     # no importance and weight 0. rho = (1/3, 2/3, 0): D = 1/3.
-    assert disentanglement_from_importance([[1, 0], [1, 1], [0, 0]]) == pytest.approx(1 / 3, rel=1e-12)
+    # Completeness, over factors with base d = 3: factor 0 gets (1/2, 1/2, 0), H_3 = log 2 / log 3,
+    # factor 1 gets (0, 1, 0), H_3 = 0; weights (2/3, 1/3): C = 2/3 (1 - log_3 2) + 1/3.
+    assert disentanglement_from_importance([[1, 0], [1, 1], [0, 0]]) == pytest.approx(1 / 3, abs=DL_EPS)
+    assert completeness_from_importance([[1, 0], [1, 1], [0, 0]]) == pytest.approx(
+        2 / 3 * (1 - math.log(2) / math.log(3)) + 1 / 3, abs=DL_EPS)
     # K = 4. Code 0: P = (1/2, 1/2, 0, 0), H_4 = log 2 / log 4 = 1/2, D = 1/2. Code 1: D = 1.
-    # rho = (4/5, 1/5): D = 4/5 * 1/2 + 1/5 = 3/5.
+    # rho = (4/5, 1/5): D = 4/5 * 1/2 + 1/5 = 3/5. Every factor lies on one code: C = 1.
     importance = np.array([[2, 2, 0, 0], [0, 0, 0, 1]], dtype=float)
-    assert disentanglement_from_importance(importance) == pytest.approx(0.6, rel=1e-12)
-    assert disentanglement_from_importance(7.5 * importance) == pytest.approx(0.6, rel=1e-12)
+    assert disentanglement_from_importance(importance) == pytest.approx(0.6, abs=DL_EPS)
+    assert disentanglement_from_importance(7.5 * importance) == pytest.approx(0.6, abs=DL_EPS)
+    assert completeness_from_importance(importance) == pytest.approx(1.0, abs=DL_EPS)
     assert disentanglement_from_importance(np.zeros((3, 2))) == 0.0
+    assert completeness_from_importance(np.zeros((3, 2))) == 0.0
 
 
-def test_importance_matrix_tiny_cases():
+def test_dci_tiny_cases():
     # A balanced 2 x 2 design repeated: code j is factor j. A split on code j separates factor j's
-    # classes; a split on the other code leaves both class proportions at 1/2 on each side, so its
-    # squared-error reduction is 0 in every round. Columns: (1, 0) and (0, 1), D = 1.
+    # classes; a split on the other code leaves both sides' residuals alike, so it reduces no
+    # impurity. Importances: the identity, D = C = 1, every training value predicted right.
     factors = np.tile([[0, 0], [0, 1], [1, 0], [1, 1]], (5, 1))
-    importance = importance_matrix(factors.astype(float), factors)
+    codes = factors.astype(float)
+    # Test rows: the four cells, then two with factor 1 flipped against its code: factor 0 is right 6
+    # times of 6, factor 1 4 times of 6, informativeness (1 + 2/3) / 2 = 5/6.
+    test_codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [1, 1]], dtype=float)
+    test_factors = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 1], [1, 0]])
+    importance, train, test = importance_gbt(codes, factors, test_codes, test_factors)
     np.testing.assert_allclose(importance, np.eye(2), atol=1e-9)
-    assert dci_disentanglement(factors.astype(float), factors) == pytest.approx(1.0, abs=1e-9)
-    # A factor with one value has nothing to predict, and constant codes cannot be split: zeros.
-    with_constant_factor = np.column_stack([factors[:, 0], np.zeros(20, dtype=int)])
-    np.testing.assert_array_equal(importance_matrix(factors.astype(float), with_constant_factor)[:, 1], [0, 0])
-    np.testing.assert_array_equal(importance_matrix(np.ones((20, 2)), factors), np.zeros((2, 2)))
+    assert (train, test) == (1.0, pytest.approx(5 / 6, abs=1e-12))
+    found = dci(codes, factors, test_codes, test_factors)
+    assert found["disentanglement"] == pytest.approx(1.0, abs=DL_EPS)
+    assert found["completeness"] == pytest.approx(1.0, abs=DL_EPS)
+    # Codes that cannot be split give all-zero importances.
+    np.testing.assert_array_equal(importance_gbt(np.ones((20, 2)), factors, np.ones((6, 2)), test_factors)[0],
+                                  np.zeros((2, 2)))
 
 
 def test_sap_tiny_hand_case():
-    # Train: code 0 = 0 1 2 3, code 1 = 0 1 1 0; factor a = 0 0 1 1, factor b = 0 1 1 0.
-    # Factor a on code 0: mean 1.5, centred -1.5 -.5 .5 1.5, sum of squares 5; class 1's slope
-    #   (.5 + 1.5) / 5 = .4, class 0's -.4, priors 1/2: class 1 above 1.5, class 0 below, a tie
-    #   at 1.5 that goes to class 0.
-    # Factor a on code 1: centred -.5 .5 .5 -.5; each class's centred values sum to 0, zero
-    #   slopes, equal priors: always class 0.
-    # Factor b on code 1: class 1's slope (.5 + .5) / 1 = 1, class 0's -1: class 1 above .5.
-    # Factor b on code 0: each class's centred values sum to 0: always class 0.
-    codes_train = np.array([[0, 0], [1, 1], [2, 1], [3, 0]], dtype=float)
-    factors_train = np.array([[0, 0], [0, 1], [1, 1], [1, 0]])
-    # Test rows:           predicted a by code 0, 1    predicted b by code 0, 1
-    #   (1.5, 1)  a=1 b=1   0 (tie) wrong, 0 wrong      0 wrong, 1 right
-    #   (0,   0)  a=0 b=0   0 right,       0 right      0 right, 0 right
-    #   (3,   0)  a=1 b=0   1 right,       0 wrong      0 right, 0 right
-    #   (2,   1)  a=1 b=0   1 right,       0 wrong      0 right, 1 wrong
-    # S = [[3/4, 3/4], [1/4, 3/4]]: gaps 1/2 (factor a) and 0 (factor b); SAP = 1/4.
-    codes_test = np.array([[1.5, 1], [0, 0], [3, 0], [2, 1]], dtype=float)
-    factors_test = np.array([[1, 1], [0, 0], [1, 0], [1, 0]])
-    assert sap(codes_train, factors_train, codes_test, factors_test) == pytest.approx(0.25, rel=1e-12)
+    # Train: code 0 = -1 -1 1 1 is factor a = 0 0 1 1 (symmetric about 0, so the penalised intercept
+    # is 0 and the SVM's threshold is 0); code 1 = 0 1 0 1 is factor b = 0 1 0 1, with its threshold
+    # between 0 and 1 (see test_sap_true_binary_factors_on_grid_is_one_half).
+    codes_train = np.array([[-1, 0], [-1, 1], [1, 0], [1, 1]], dtype=float)
+    factors_train = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    # Test rows (code 0, code 1; a, b): (-1, 0; 0, 0), (-1, 1; 1, 1), (1, 0; 1, 0), (1, 1; 0, 1).
+    # Code 0 predicts a = 0 at -1 and a = 1 at 1: right on rows 1 and 3, S = 1/2. Code 1 predicts
+    # b = 0 at 0 and b = 1 at 1: right on all four, S = 1. Code 0 for b and code 1 for a: each value
+    # of the code holds one test row of either class, so whatever it predicts, S = 2/4.
+    # S = [[1/2, 1/2], [1/2, 1]]: gaps 0 (factor a) and 1/2 (factor b); SAP = 1/4.
+    codes_test = np.array([[-1, 0], [-1, 1], [1, 0], [1, 1]], dtype=float)
+    factors_test = np.array([[0, 0], [1, 1], [1, 0], [0, 1]])
+    assert sap(codes_train, factors_train, codes_test, factors_test) == 0.25
 
 
 def test_factorvae_tiny_recorded_case():
@@ -297,17 +495,23 @@ def test_metric_counts_defaults_are_disentanglement_libs():
 
 
 def test_evaluate_wires_the_documented_samples():
-    out = evaluate(true_factors, DSPRITES, seed=5, counts=SMALL)
-    assert set(out) == {"factorvae_score", "mig", "dci_disentanglement", "sap"}
-    assert out == evaluate(true_factors, DSPRITES, seed=5, counts=SMALL)
-    # The documented draws: a training set, then a test set, then FactorVAE, from one generator.
+    lines = []
+    out = evaluate(true_factors, FEW, seed=5, counts=SMALL, progress=lines.append)
+    assert list(out) == ["factorvae_score", "mig", "dci_disentanglement", "dci_completeness",
+                         "dci_informativeness_train", "dci_informativeness_test", "sap"]
+    # One line before DCI, one per factor's trees.
+    assert len(lines) == 1 + len(FEW) and all(line.startswith("DCI: factor") for line in lines[1:])
+    assert out == evaluate(true_factors, FEW, seed=5, counts=SMALL, n_jobs=2)
+    # The documented draws: a training set, then a test set, then FactorVAE, from one generator;
+    # the estimators seeded with the seed.
     rng = np.random.default_rng(5)
-    train = rng.integers(0, DSPRITES, size=(1500, K))
-    test = rng.integers(0, DSPRITES, size=(500, K))
+    train = rng.integers(0, FEW, size=(1500, len(FEW)))
+    test = rng.integers(0, FEW, size=(500, len(FEW)))
     assert out["mig"] == mig(true_factors(train), train)
-    assert out["sap"] == sap(true_factors(train), train, true_factors(test), test)
+    assert out["sap"] == sap(true_factors(train), train, true_factors(test), test, random_state=5)
+    found = dci(true_factors(train), train, true_factors(test), test, random_state=5)
+    assert out == {**out, **{f"dci_{name}": value for name, value in found.items()}}
     assert out["factorvae_score"] == 1.0
-    assert out["dci_disentanglement"] >= 0.9
 
 
 # ---------------------------------------------------------------- bad input
@@ -325,17 +529,27 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="integer"):
         mig(codes, factors.astype(float))
     with pytest.raises(ValueError, match="non-finite"):
-        dci_disentanglement(np.where(codes > 1, np.nan, codes), factors)
+        dci(np.where(codes > 1, np.nan, codes), factors, codes, factors)
     with pytest.raises(ValueError, match="2-D"):
-        importance_matrix(codes[:, 0], factors)
+        importance_gbt(codes[:, 0], factors, codes, factors)
+    with pytest.raises(ValueError, match="factor 1 takes a single value in the training sample; DCI"):
+        dci(codes, np.column_stack([factors[:, 0], np.zeros(10, dtype=int)]), codes, factors[:, :2])
+    with pytest.raises(ValueError, match="2 code dimensions and 2 factors"):
+        dci(codes, factors[:, :1], codes, factors[:, :1])
+    with pytest.raises(ValueError, match="n_jobs"):
+        importance_gbt(codes, factors, codes, factors, n_jobs=0)
     with pytest.raises(ValueError, match="codes_test has 2"):
         sap(codes, factors, codes[:, :2], factors)
     with pytest.raises(ValueError, match="at least 2 code dimensions"):
         sap(codes[:, :1], factors, codes[:, :1], factors)
+    with pytest.raises(ValueError, match="single value in the training sample; SAP"):
+        sap(codes, np.zeros((10, 2), dtype=int), codes, factors[:, :2])
     with pytest.raises(ValueError, match="K >= 2"):
         disentanglement_from_importance(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="d >= 2"):
+        completeness_from_importance(np.ones((1, 3)))
     with pytest.raises(ValueError, match="non-negative"):
-        disentanglement_from_importance([[1.0, -0.5]])
+        disentanglement_from_importance([[1.0, -0.5], [0.0, 1.0]])
     with pytest.raises(ValueError, match="factor_sizes"):
         factorvae_score(true_factors, (3, 0), np.random.default_rng(0))
     with pytest.raises(ValueError, match="batch_size"):
