@@ -338,7 +338,9 @@ class StackedTrainer:
             self._fill(self._inputs[batch], x, x_other, c)
             terms = self._update_full()
         else:  # a kept last batch, smaller than the graphed one: eager, with buffers of its own size
-            inputs = self._inputs.setdefault(batch, self._allocate(batch, self.image_shape))
+            if batch not in self._inputs:
+                self._inputs[batch] = self._allocate(batch, self.image_shape)
+            inputs = self._inputs[batch]
             self._fill(inputs, x, x_other, c)
             terms = self._update(inputs)
         for t in self.runs:
