@@ -11,10 +11,9 @@ from pathlib import Path
 
 import click
 
+from bench.config import PROFILES, RECIPE_PRESETS, RECIPES, parse_overrides
+from bench.errors import BenchError
 from models.objectives import PAPER_MODELS, PRESETS
-
-from .config import PROFILES, RECIPE_PRESETS, RECIPES, parse_overrides
-from .errors import BenchError
 
 MODELS_HELP = f"all (the paper's {', '.join(PAPER_MODELS)}), or a comma list of {', '.join(PRESETS)}"
 # The most --jobs or --threads taken: beyond any machine bench runs on, where a typo's 10**9 would start that many.
@@ -72,9 +71,9 @@ def cli():
 def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
         fresh, keep, checkpoint_every, backend, scheduler, resources, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
-    from . import data
-    from .plan import make_plan, parse_names, parse_seeds
-    from .runner import RunOptions, execute, is_finished
+    from bench.data import datasets as data
+    from bench.plan import make_plan, parse_names, parse_seeds
+    from bench.run.execute import RunOptions, execute, is_finished
 
     if not 1 <= jobs <= MOST_WORKERS:
         raise BenchError(f"--jobs {jobs}: need at least 1" if jobs < 1 else f"--jobs {jobs}: at most {MOST_WORKERS}")
@@ -92,7 +91,7 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
     if resources is not None:
         if backend != "dask":
             raise BenchError("--resources is for --backend dask")
-        from .cluster import parse_resources
+        from bench.run.cluster import parse_resources
 
         parse_resources(resources)
     if recipe not in RECIPES:
@@ -134,7 +133,7 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
 def report(runs, dataset, out, data_root):
     """Table 1, Figure 3, the significance tests and the disentanglement scores, from the records; pictures
     of seed 0 where the final weights are there."""
-    from .report import write_report
+    from bench.report.table1 import write_report
 
     summary = write_report(runs, out, dataset, data_root)
     for path in summary.paths:
@@ -161,10 +160,10 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
     """Images per second of one training step of each objective, or (--against-usual) the engine against the usual loop."""
     import torch
 
-    from .malloc import keep_freed_memory
-    from .plan import parse_names
-    from .runner import resolve_device
-    from .speed import measure
+    from bench.perf.speed import measure
+    from bench.plan import parse_names
+    from bench.run.execute import resolve_device
+    from bench.train.malloc import keep_freed_memory
 
     keep_freed_memory()  # as bench run's trainers do, so the update steps timed here are theirs
     try:
@@ -176,17 +175,17 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
     if recipe not in RECIPES:
         raise BenchError(f"--recipe {recipe}: choose from {', '.join(RECIPES)}")
     if against_usual:
-        from . import data
+        from bench.data import datasets as data
 
         if recipe != "described":
             raise BenchError("--against-usual times the described recipe against its usual loop; leave --recipe out")
-        from .speed import compare_with_usual
+        from bench.perf.speed import compare_with_usual
 
         if not 64 <= images <= MNIST_TRAIN:
             raise BenchError(f"--images {images}: need at least one batch of 64 and at most MNIST's {MNIST_TRAIN:,}")
         names = parse_names(models, PRESETS, "model", PAPER_MODELS)
         if append_to is not None:  # checked before the minutes of timing it would end
-            from .writable import check_files, check_folders
+            from bench.writable import check_files, check_folders
 
             check_folders([append_to.parent], "choose another --append file")
             check_files([append_to], "choose another --append file")
@@ -222,7 +221,7 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
         result = measure(model, device, batch_size, steps, recipe=recipe)
         click.echo(f"{model:<11} {result.images_per_second:>10.0f} {1000 * result.seconds / steps:>9.2f}")
     if device == "cuda":
-        from .speed import stacked_throughput
+        from bench.perf.speed import stacked_throughput
 
         click.echo(f"stacked runs, images/s of all runs together, eager / CUDA graphs ({steps} steps):")
         click.echo(f"{'model':<11} " + " ".join(f"{f'stack of {k}':>22}" for k in sizes))
@@ -247,9 +246,9 @@ def check(golden, data_root, runs, reference, alpha, models, update):
 
     Exits 1 on a regression, 2 on bad input (a missing or corrupt golden file included).
     """
-    from . import data
-    from .check import check_exact, check_statistical
-    from .plan import parse_names
+    from bench.check.regression import check_exact, check_statistical
+    from bench.data import datasets as data
+    from bench.plan import parse_names
 
     names = parse_names(models, PRESETS, "model")
     if update and runs is None and models != "all":
@@ -275,9 +274,9 @@ def check(golden, data_root, runs, reference, alpha, models, update):
 @click.option("--data-root", default=None, help="datasets folder (else $BENCH_DATA, else ~/.cache/bench/data)")
 def traverse(runs, models, seed, dataset, image_index, steps, out, data_root):
     """Latent traversals, reconstructions and prior samples of finished runs, as PNG files."""
-    from . import data
-    from .plan import parse_names
-    from .traverse import render
+    from bench.data import datasets as data
+    from bench.eval.traverse import render
+    from bench.plan import parse_names
 
     names = [name for text in models for name in parse_names(text, PRESETS, "model")] or None
     datasets = parse_names(dataset, data.DATASETS, "dataset") if dataset is not None else None
@@ -295,8 +294,8 @@ def metrics(runs, data_root, again):
 
     Runs are scored when they finish; this scores runs whose scores are missing (deleted, or never written).
     """
-    from . import data
-    from .saved import score_runs
+    from bench.data import datasets as data
+    from bench.eval.saved import score_runs
 
     outcome = score_runs(runs, data.resolve_root(data_root), again, log=click.echo)
     click.echo(f"scored {len(outcome.scored)}, already scored {len(outcome.already)}, "
@@ -319,7 +318,7 @@ def _queue_options(command):
                      help="the commit that trains  [default: HEAD, refused where the queue trains another commit]"),
         click.option("--queue", "queue_file", default=None, type=click.Path(path_type=Path),
                      help="a queue file: one matrix a line, its name then its bench run arguments  "
-                          "[default: the queue's list; a new queue's is bench.queue.DEFAULT_QUEUE]"),
+                          "[default: the queue's list; a new queue's is bench.run.queue.DEFAULT_QUEUE]"),
     )):
         command = option(command)
     return command
@@ -334,7 +333,7 @@ def queue_group():
 @_queue_options
 def queue_start(folder, repo, commit, queue_file):
     """Check and plan the queue, then train it in the background (log: FOLDER/queue.log); exit 2 if one runs."""
-    from .queue import read_queue_file, start
+    from bench.run.queue import read_queue_file, start
 
     pid = start(folder, repo, commit, read_queue_file(queue_file) if queue_file else None)
     click.echo(f"queue started in {folder}: pid {pid}, log {folder / 'queue.log'}; "
@@ -345,8 +344,8 @@ def queue_start(folder, repo, commit, queue_file):
 @_queue_options
 def queue_run(folder, repo, commit, queue_file):
     """Train the queue in this process (what queue start runs in the background); Ctrl-C or SIGTERM stops it."""
-    from .queue import read_queue_file
-    from .queue import run as run_queue
+    from bench.run.queue import read_queue_file
+    from bench.run.queue import run as run_queue
 
     sys.exit(run_queue(folder, repo, commit, read_queue_file(queue_file) if queue_file else None))
 
@@ -355,7 +354,7 @@ def queue_run(folder, repo, commit, queue_file):
 @click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
 def queue_status(folder):
     """Per matrix runs and epochs done, the rate and time left, the queue's ETA, and whether it runs."""
-    from .queue import status
+    from bench.run.queue import status
 
     click.echo(status(folder), nl=False)
 
@@ -365,7 +364,7 @@ def queue_status(folder):
 @click.option("--wait", default=120.0, show_default=True, type=float, help="seconds to wait before a SIGKILL")
 def queue_stop(folder, wait):
     """SIGTERM the running queue and its bench run, and wait for them to end; start resumes it."""
-    from .queue import stop
+    from bench.run.queue import stop
 
     click.echo(stop(folder, wait))
 
@@ -377,7 +376,7 @@ def queue_stop(folder, wait):
 @click.option("--partial", is_flag=True, help="land the finished runs of an unfinished matrix")
 def queue_land(matrix, dest, folder, partial):
     """Copy a finished matrix's records (and seed 0's final weights) into DEST, e.g. results/records/mnist-author-e50."""
-    from .queue import land
+    from bench.run.queue import land
 
     copied = land(folder, matrix, dest, partial)
     click.echo(f"landed {len(copied)} files of {matrix} in {dest}")

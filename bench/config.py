@@ -7,11 +7,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from bench.errors import BenchError
+from bench.records import ADDED_DEFAULTS
 from models.nets import DISCRIMINATORS, INITS, NETS
 from models.objectives import AUTHOR_PRESETS, PRESETS
-
-from .errors import BenchError
-from .records import ADDED_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"epochs": 2, "train_subset": 256, "test_subset": 128},
 }
 
-# Sample counts of the disentanglement metrics per profile, as overrides of bench.metrics.MetricCounts,
+# Sample counts of the disentanglement metrics per profile, as overrides of bench.eval.metrics.MetricCounts,
 # whose defaults (disentanglement_lib's) the paper profile keeps. Those encode about a million images
 # per run (15,000 FactorVAE votes of 64); the smaller profiles cut the counts with the training.
 METRIC_COUNTS: dict[str, dict] = {

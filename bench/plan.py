@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, resolve
-from .errors import BenchError
-from .records import run_path
+from bench.config import RunConfig, resolve
+from bench.errors import BenchError
+from bench.records import run_path
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def check_fits_data(config: RunConfig, n_train: int) -> None:
     config : RunConfig
         A run's resolved configuration.
     n_train : int
-        The training images it meets (bench.data.subset_sizes).
+        The training images it meets (bench.data.datasets.subset_sizes).
 
     Raises
     ------

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import BenchError
+from bench.errors import BenchError
 
 # The public column contract: names users, the report and CI query.
 SCHEMA = pa.schema(
@@ -51,7 +51,7 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 # One row per (run, metric), written when a run on a dataset with known factors finishes. ``value``
 # is the score; the other columns say how it was measured: the metric generator's seed, the sample
-# counts (bench.metrics.MetricCounts, whose fields they are), what represented an image, and the
+# counts (bench.eval.metrics.MetricCounts, whose fields they are), what represented an image, and the
 # seconds all of a run's metrics took together.
 METRICS_SCHEMA = pa.schema(
     [

@@ -13,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import BenchError
+from bench.errors import BenchError
 
 
 def _existing(path: Path) -> Path:

@@ -39,7 +39,7 @@ def record_meta(run_id: str, config: dict, status: str = "finished", **fields) -
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
-import bench.engine, bench.records, bench.stacked
+import bench.train.trainer, bench.records, bench.train.stacks
 
 where, count = sys.argv[1], int(sys.argv[2])
 at_step = getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL"))
@@ -51,7 +51,7 @@ def hit():
 
 if where == "step":
     depth = [0]  # a stack's update calls its runs' own updates on a CPU: count the outer call only
-    for cls in (bench.stacked.StackedTrainer, bench.engine.Trainer):
+    for cls in (bench.train.stacks.StackedTrainer, bench.train.trainer.Trainer):
         def step(self, *args, _original=cls.train_step):
             if depth[0] == 0 and hit():
                 os.kill(os.getpid(), at_step)

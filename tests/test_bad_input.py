@@ -496,7 +496,7 @@ def nan_tree(root, nan_seed=1):
 
 
 def test_a_finished_record_with_a_nan_loss_counts_as_diverged_in_the_report(tmp_path):
-    from bench.report import write_report
+    from bench.report.table1 import write_report
 
     summary = write_report(nan_tree(tmp_path / "runs"), tmp_path / "t.md")
     text = summary.markdown.read_text()
@@ -509,7 +509,7 @@ def test_a_finished_record_with_a_nan_loss_counts_as_diverged_in_the_report(tmp_
 
 
 def test_a_finished_record_with_a_nan_loss_fails_its_model_in_bench_check(tmp_path):
-    from bench import check
+    from bench.check import regression as check
 
     reference = check.build_reference(nan_tree(tmp_path / "ref", nan_seed=None))
     table = check.compare_reference(reference, nan_tree(tmp_path / "new"))

@@ -20,7 +20,8 @@ import pytest
 from scipy import stats
 from support import DATA_ROOT, REPO, needs_mnist, record_meta
 
-from bench import check, config
+from bench import config
+from bench.check import regression as check
 from bench.cli import main
 from bench.errors import BenchError
 from bench.records import run_path, write_run

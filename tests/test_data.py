@@ -1,4 +1,4 @@
-"""Tests of bench.data: real MNIST (and Debian's Fashion-MNIST where installed),
+"""Tests of bench.data.datasets: real MNIST (and Debian's Fashion-MNIST where installed),
 generated folders in the real 3D Chairs and CelebA layouts, and the dSprites grid."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from support import DATA_ROOT
 
-from bench import data
-from bench.data import DataError
+from bench.data import datasets as data
+from bench.data.datasets import DataError
 
 MNIST_DIR = DATA_ROOT / "mnist"
 MNIST_NAMES = [f"{stem}.gz" for stem in data._IDX_STEMS]

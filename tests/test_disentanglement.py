@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from bench.config import METRIC_COUNTS, resolve
-from bench.data import ground_truth, render_dsprites
-from bench.disentanglement import counts_for, metric_rows, posterior_means
+from bench.data.datasets import ground_truth, render_dsprites
 from bench.errors import BenchError
+from bench.eval.saved import score_runs, scoring_threads
+from bench.eval.scores import counts_for, metric_rows, posterior_means
 from bench.records import METRICS_SCHEMA, metrics_path, read_metrics, read_tree, weights_path, write_metrics
-from bench.report import _scores_markdown, compare_scores, summarise_scores
-from bench.saved import score_runs, scoring_threads
+from bench.report.table1 import _scores_markdown, compare_scores, summarise_scores
 from models.nets import VAE
 
 SCORES = {"factorvae_score", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_train",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.config import resolve
-from bench.engine import Trainer, conv_layout, exact_float32, stream_seed, train
+from bench.train.trainer import Trainer, conv_layout, exact_float32, stream_seed, train
 from models.objectives import (
     PRESETS,
     bernoulli_nll,
@@ -183,7 +183,7 @@ def test_capacity_rises_linearly_over_the_run():
 
 def test_test_split_matches_a_direct_evaluation():
     """The test row equals the objective recomputed by hand over the whole test set with the same noise."""
-    from bench.engine import _generator
+    from bench.train.trainer import _generator
     from models.objectives import bernoulli_nll, gaussian_kl
 
     cfg = small("vae", epochs=1)
@@ -242,7 +242,7 @@ def test_saved_weights_load_into_a_fresh_model(tmp_path):
     trainer.run_epoch()
     path = tmp_path / "_weights" / "run.pt"
     save_weights(path, {"vae": trainer.vae.state_dict()})
-    fresh = conv_layout(VAE(6))  # the layout the trainer and bench.saved.load_vae use
+    fresh = conv_layout(VAE(6))  # the layout the trainer and bench.eval.saved.load_vae use
     fresh.load_state_dict(torch.load(path)["vae"])
     x, eps = images(4).float() / 255, torch.randn(4, 6)
     with torch.no_grad():

@@ -11,13 +11,13 @@ import pytest
 from support import DATA_ROOT, REPO, needs_mnist
 
 from bench.errors import BenchError
-from bench.locks import RunLock, lock_path, read_holder
 from bench.records import read_tree
+from bench.run.locks import RunLock, lock_path, read_holder
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from bench.locks import RunLock
+from bench.run.locks import RunLock
 lock = RunLock(Path(sys.argv[1]), "r1")
 print("held" if lock.acquire() else "refused", flush=True)
 time.sleep(60)
@@ -124,7 +124,7 @@ def test_one_process_cannot_take_a_run_twice(tmp_path):
     first, second = RunLock(tmp_path, "r4"), RunLock(tmp_path, "r4")
     assert first.acquire()
     assert not second.acquire() and "this process" in second.holder
-    child = subprocess.run([sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom bench.locks import RunLock\n"
+    child = subprocess.run([sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom bench.run.locks import RunLock\n"
                             "print(RunLock(Path(sys.argv[1]), 'r4').acquire())", str(tmp_path)],
                            capture_output=True, text=True, cwd=REPO)
     assert child.stdout.strip() == "False"  # still held against other processes

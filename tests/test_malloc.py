@@ -1,4 +1,4 @@
-"""bench.malloc: training updates stop faulting in fresh pages once freed memory is kept."""
+"""bench.train.malloc: training updates stop faulting in fresh pages once freed memory is kept."""
 
 import json
 import platform
@@ -13,10 +13,10 @@ GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is
 _FAULTS = """
 import json, resource, sys, torch
 if sys.argv[1] == "keep":
-    from bench.malloc import keep_freed_memory
+    from bench.train.malloc import keep_freed_memory
     assert keep_freed_memory()
 from bench.config import resolve
-from bench.engine import Trainer
+from bench.train.trainer import Trainer
 torch.set_num_threads(1)
 images = torch.randint(0, 256, (128, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 t = Trainer(resolve("vae", "mnist", 0, "smoke", {"batch_size": 64}), images, images[:64])

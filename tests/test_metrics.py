@@ -1,4 +1,4 @@
-"""Tests for bench.metrics.
+"""Tests for bench.eval.metrics.
 
 Every expected value is worked out by hand (shown in comments), read off the data by a second,
 simpler route than the code under test, or computed by a plain transcription of
@@ -14,7 +14,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
-from bench.metrics import (
+from bench.eval.metrics import (
     MetricCounts,
     completeness_from_importance,
     dci,
@@ -26,7 +26,7 @@ from bench.metrics import (
     sap,
 )
 
-# shape, scale, orientation, pos_x, pos_y: bench.data.DSPRITES_FACTOR_SIZES, restated so this file
+# shape, scale, orientation, pos_x, pos_y: bench.data.datasets.DSPRITES_FACTOR_SIZES, restated so this file
 # needs no torch.
 DSPRITES = (3, 6, 40, 32, 32)
 K = len(DSPRITES)
@@ -83,7 +83,7 @@ def split(n_train, n_test, seed, sizes=FEW, represent=true_factors):
 # ---------------------------------------------------------------- disentanglement_lib, transcribed
 # The functions of disentanglement_lib/evaluation/metrics/ (mig.py, dci.py, sap_score.py, utils.py)
 # as published, in their loops and their layout: codes and factors as (num_codes, N) and
-# (num_factors, N) arrays. The trees' random_state is pinned, as bench.metrics pins it; disentanglement_lib
+# (num_factors, N) arrays. The trees' random_state is pinned, as bench.eval.metrics pins it; disentanglement_lib
 # leaves it unset.
 
 

@@ -1,4 +1,4 @@
-"""bench.optim.Adam: the update worked out by hand, bit-for-bit agreement with torch.optim.Adam
+"""bench.train.optim.Adam: the update worked out by hand, bit-for-bit agreement with torch.optim.Adam
 (steps and state_dicts both ways), and a training process that never loads torch's compiler."""
 
 import copy
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from bench.optim import Adam, deterministic_algorithms
+from bench.train.optim import Adam, deterministic_algorithms
 
 LR, BETAS = 1e-3, (0.9, 0.999)
 
@@ -66,7 +66,7 @@ ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
 def test_same_bits_as_torch_optim_adam(dtype, device):
-    # On a GPU both are capturable, as the trainers build them there (bench.engine.adam).
+    # On a GPU both are capturable, as the trainers build them there (bench.train.trainer.adam).
     capturable = device == "cuda"
     ours, theirs = _pair(dtype, device)
     opt = Adam(ours, LR, BETAS, capturable=capturable)
@@ -132,8 +132,8 @@ def test_training_never_imports_the_compiler():
     code = (
         "import sys, torch\n"
         "from bench.config import resolve\n"
-        "from bench.engine import Trainer\n"
-        "from bench.optim import deterministic_algorithms\n"
+        "from bench.train.trainer import Trainer\n"
+        "from bench.train.optim import deterministic_algorithms\n"
         "deterministic_algorithms(True, warn_only=True)\n"
         "images = torch.randint(0, 256, (48, 1, 32, 32), dtype=torch.uint8)\n"
         "config = resolve('cfactorvae', 'mnist', 0, 'smoke', {'epochs': 1, 'batch_size': 16})\n"

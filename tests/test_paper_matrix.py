@@ -13,7 +13,7 @@ from bench.records import read_tree
 def test_the_paper_matrix_script_trains_reports_and_logs(tmp_path):
     log = tmp_path / "BENCHMARKS.md"
     log.write_text("# Benchmarks\n")
-    command = [sys.executable, "-m", "bench.paper_matrix", "--profile", "smoke", "--seeds", "1", "--device", "cpu",
+    command = [sys.executable, "-m", "bench.run.paper_matrix", "--profile", "smoke", "--seeds", "1", "--device", "cpu",
                "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report" / "table1.md"),
                "--benchmarks", str(log)]
     env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from support import DATA_ROOT, REPO, needs_mnist
 
-from bench import queue
 from bench.cli import main
 from bench.records import META_KEY, read_meta, read_tree, run_files
+from bench.run import queue
 
 pytestmark = needs_mnist
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bench.config import RECIPES, parse_overrides, resolve
-from bench.engine import Trainer, batch_bounds, train
+from bench.train.trainer import Trainer, batch_bounds, train
 from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import capacity_gap, permute_dims, staircase_capacity
 

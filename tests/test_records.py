@@ -9,8 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 from support import record_meta
 
-from bench.records import (ADDED_DEFAULTS, COLUMNS, CONFIG_FIELDS, RecordError, config_key, final_values, read_run,
-                           read_tree, run_files, run_path, write_run)
+from bench.records import (
+    ADDED_DEFAULTS,
+    COLUMNS,
+    CONFIG_FIELDS,
+    RecordError,
+    config_key,
+    final_values,
+    read_run,
+    read_tree,
+    run_files,
+    run_path,
+    write_run,
+)
 
 CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
             "capacity", "capacity_gap", "disc_acc", "kl_dims", "active_dims", "n_images", "seconds"]

@@ -5,8 +5,8 @@ from support import DATA_ROOT, needs_mnist, record_meta
 from bench.config import resolve
 from bench.plan import PlannedRun, make_plan
 from bench.records import read_meta, read_run, run_path, write_run
-from bench.runner import CPU_STACK_BYTES, RunOptions, execute, is_finished, make_stacks, relative_cost
-from bench.stacked import training_bytes
+from bench.run.execute import CPU_STACK_BYTES, RunOptions, execute, is_finished, make_stacks, relative_cost
+from bench.train.stacks import training_bytes
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -27,17 +27,17 @@ def test_a_killed_run_is_trained_again(tmp_path):
 
 @needs_mnist
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
-    import bench.engine
+    import bench.train.trainer
 
     runs = plan(tmp_path, models=("vae", "betavae"))
-    real_init = bench.engine.Trainer.__init__
+    real_init = bench.train.trainer.Trainer.__init__
 
     def init(self, config, *args, **kwargs):
         if config.model == "betavae":
             raise RuntimeError("planted failure")
         real_init(self, config, *args, **kwargs)
 
-    monkeypatch.setattr(bench.engine.Trainer, "__init__", init)
+    monkeypatch.setattr(bench.train.trainer.Trainer, "__init__", init)
     summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu", stack=False))
     assert summary.done == [runs[0].config.run_id]
     assert summary.failed == [f"{runs[1].config.run_id}: RuntimeError: planted failure"]
@@ -48,17 +48,17 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 
 @needs_mnist
 def test_a_failing_stack_is_recorded_and_the_other_stacks_go_on(tmp_path, monkeypatch):
-    import bench.stacked
+    import bench.train.stacks
 
     runs = plan(tmp_path, models=("vae", "factorvae"), seeds=2)
-    real_init = bench.stacked.StackedTrainer.__init__
+    real_init = bench.train.stacks.StackedTrainer.__init__
 
     def init(self, configs, *args, **kwargs):
         if configs[0].model == "factorvae":
             raise RuntimeError("planted failure")
         real_init(self, configs, *args, **kwargs)
 
-    monkeypatch.setattr(bench.stacked.StackedTrainer, "__init__", init)
+    monkeypatch.setattr(bench.train.stacks.StackedTrainer, "__init__", init)
     summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert sorted(summary.done) == sorted(r.config.run_id for r in runs[:2])
     assert sorted(summary.failed) == sorted(f"{r.config.run_id}: RuntimeError: planted failure" for r in runs[2:])

@@ -6,14 +6,14 @@ import sys
 
 from support import DATA_ROOT, REPO, needs_mnist
 
-from bench.speed import timed_process
+from bench.perf.speed import timed_process
 
 
 def test_a_timed_process_reports_its_own_peak_memory_not_its_parents():
     held = bytearray(300 * 2**20)  # this process's high-water mark, which a forked child would inherit
     held[::4096] = b"x" * len(held[::4096])
     small = timed_process("json.tool", ["--help"], dict(os.environ))
-    big = timed_process("bench.reference", ["--help"], dict(os.environ))  # imports torch
+    big = timed_process("bench.perf.usual_loop", ["--help"], dict(os.environ))  # imports torch
     assert 0 < small.max_rss_mb < 100 < big.max_rss_mb and small.seconds > 0
     del held
 

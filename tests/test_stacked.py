@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.config import resolve
-from bench.engine import train
-from bench.stacked import StackedTrainer, cpu_workers, stack_key
+from bench.train.stacks import StackedTrainer, cpu_workers, stack_key
+from bench.train.trainer import train
 
 COLUMNS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 

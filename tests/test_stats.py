@@ -1,4 +1,4 @@
-"""Tests for bench.stats.
+"""Tests for bench.report.stats.
 
 Every expected value is worked out by hand (shown in comments) or computed
 with plain numpy / a different route than the code under test.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench.stats import (
+from bench.report.stats import (
     WelchResult,
     hedges_g,
     holm,

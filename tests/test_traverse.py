@@ -1,7 +1,7 @@
 """Latent traversals, reconstructions and prior samples: the maths by hand, the figures end to end.
 
 The KL values, orderings and traversal codes expected here are worked out by hand or by
-loops written in this file; the figures' sizes follow from the grid geometry of bench.mosaic.
+loops written in this file; the figures' sizes follow from the grid geometry of bench.eval.mosaic.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from PIL import Image
 from support import DATA_ROOT, REPO, needs_mnist
 
 from bench.cli import main
-from bench.mosaic import GAP, LABEL_WIDTH, LINE, MARGIN, SPACING, cell_origin, to_tiles
-from bench.traverse import (
+from bench.eval.mosaic import GAP, LABEL_WIDTH, LINE, MARGIN, SPACING, cell_origin, to_tiles
+from bench.eval.traverse import (
     figures_for_report,
     is_active,
     kl_order,
@@ -124,7 +124,7 @@ def test_traversal_of_a_hand_built_vae(monkeypatch):
     assert traversal.order == [1, 3, 0, 2] and traversal.active == [True, True, False, True]
     assert traversal.mu.tolist() == mu
     assert traversal.means.shape == (4, 5, 1, 32, 32)
-    monkeypatch.setattr("bench.traverse.KL_IMAGES", 4)  # an image past those the KL is averaged over
+    monkeypatch.setattr("bench.eval.traverse.KL_IMAGES", 4)  # an image past those the KL is averaged over
     beyond = traverse_image(vae, images, 5, 5)
     assert beyond.mu.tolist() == mu and beyond.kl.tolist() == pytest.approx(kl, abs=1e-12)
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.config import RunConfig
+from bench.records import ACTIVE_KL
+from bench.train.optim import Adam
 from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import (
     Objective,
@@ -29,10 +32,6 @@ from models.objectives import (
     staircase_capacity,
     total_correlation,
 )
-
-from .config import RunConfig
-from .optim import Adam
-from .records import ACTIVE_KL
 
 EVAL_BATCH = 1000
 # Order of the terms accumulated on the device during an epoch (one host sync per epoch); each

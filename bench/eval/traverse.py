@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.config import RunConfig
+from bench.data import datasets as data
+from bench.errors import BenchError
+from bench.eval import mosaic
+from bench.eval.saved import load_vae
+from bench.eval.scores import encode
+from bench.records import ACTIVE_KL, config_key, config_rank, publish_atomic, read_tree, weights_path
+from bench.writable import check_folders
 from models.nets import VAE
 from models.objectives import gaussian_kl_per_dim
-
-from . import data, mosaic
-from .config import RunConfig
-from .disentanglement import encode
-from .errors import BenchError
-from .records import ACTIVE_KL, config_key, config_rank, publish_atomic, read_tree, weights_path
-from .saved import load_vae
-from .writable import check_folders
 
 STEPS = 11  # -3, -2.4, ..., 3: the paper's range in steps of 0.6
 MOST_STEPS = 101  # 0.06 apart; a row holds one image per step
@@ -177,7 +177,7 @@ def prior_samples(vae: VAE, count: int, seed: int = SAMPLE_SEED) -> torch.Tensor
 
 
 def traversal_panel(traversal: Traversal):
-    """The traversal as a labelled grid (rows by KL, columns by value): a :func:`bench.mosaic.grid_panel`."""
+    """The traversal as a labelled grid (rows by KL, columns by value): a :func:`bench.eval.mosaic.grid_panel`."""
     order = traversal.order
     tiles = mosaic.to_tiles(traversal.means[order].numpy())
     labels = [row_label(j, float(traversal.kl[j]), traversal.active[j]) for j in order]
@@ -205,7 +205,7 @@ class LoadedRun:
 
 
 def _chosen_configs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it (bench.report).
+    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it (bench.report.table1).
 
     The configuration with the most finished runs wins, then the most runs, then the most epochs,
     then the larger config key, so the figures show the runs the report's table averages.
@@ -309,7 +309,7 @@ def render(runs_root: Path, out: Path, data_root: Path, models=None, seeds=None,
     out : Path
         Where the PNG files go; created if missing.
     data_root : Path
-        The datasets folder (see :func:`bench.data.resolve_root`).
+        The datasets folder (see :func:`bench.data.datasets.resolve_root`).
     models, seeds, datasets : collections, optional
         Filters; None keeps all.
     image_index : int

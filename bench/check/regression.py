@@ -68,12 +68,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.config import RunConfig, resolve
+from bench.errors import BenchError
+from bench.records import (
+    ADDED_DEFAULTS,
+    FINAL_METRICS,
+    PER_DIM_COLUMNS,
+    SCHEMA,
+    final_values,
+    publish_atomic,
+    read_tree,
+)
+from bench.report.stats import holm, welch
 from models.objectives import PRESETS
-
-from .config import RunConfig, resolve
-from .errors import BenchError
-from .records import ADDED_DEFAULTS, FINAL_METRICS, PER_DIM_COLUMNS, SCHEMA, final_values, publish_atomic, read_tree
-from .stats import holm, welch
 
 # ---------------------------------------------------------------------------
 # Tier 1: the smoke matrix against the golden file
@@ -146,7 +153,7 @@ def _pinned_torch():
     """One thread and deterministic algorithms, restored afterwards (tests share the process)."""
     import torch
 
-    from .optim import deterministic_algorithms
+    from bench.train.optim import deterministic_algorithms
 
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -187,7 +194,7 @@ def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunCon
     Parameters
     ----------
     data_root : Path
-        The datasets folder (see :func:`bench.data.resolve_root`).
+        The datasets folder (see :func:`bench.data.datasets.resolve_root`).
     models : iterable of str, optional
         Objectives to train; default every preset.
 
@@ -198,8 +205,8 @@ def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunCon
     configs : list of RunConfig
         The configs trained.
     """
-    from . import data
-    from .engine import train
+    from bench.data import datasets as data
+    from bench.train.trainer import train
 
     configs = smoke_configs(models)
     images = data.load(DATASET, Path(data_root), (configs[0].train_subset, configs[0].test_subset))

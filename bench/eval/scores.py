@@ -1,8 +1,8 @@
 """A trained run's disentanglement: its encoder's posterior means scored on the dataset's ground truth.
 
-The link between a VAE and :mod:`bench.metrics`, which sees a representation only as a function
+The link between a VAE and :mod:`bench.eval.metrics`, which sees a representation only as a function
 from factor values to codes: here that function draws the images of the factors from the
-dataset's generative process (:func:`bench.data.ground_truth`) and encodes them. The posterior
+dataset's generative process (:func:`bench.data.datasets.ground_truth`) and encodes them. The posterior
 mean is the representation, as in disentanglement_lib; the metrics' generator has a fixed seed
 (:data:`bench.config.METRIC_SEED`), so every run is scored on the same samples and votes.
 """
@@ -16,11 +16,10 @@ import time
 import numpy as np
 import torch
 
+from bench.config import METRIC_COUNTS, METRIC_SEED, RunConfig
+from bench.data.datasets import GroundTruth
+from bench.eval.metrics import MetricCounts, evaluate
 from models.nets import VAE
-
-from .config import METRIC_COUNTS, METRIC_SEED, RunConfig
-from .data import GroundTruth
-from .metrics import MetricCounts, evaluate
 
 REPRESENTATION = "posterior mean"
 ENCODE_BATCH = 1000

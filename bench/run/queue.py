@@ -35,9 +35,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import BenchError
-from .locks import RunLock, describe, lock_path, read_holder
-from .records import metrics_path, publish_atomic, read_meta, read_run, run_files, weights_path
+from bench.errors import BenchError
+from bench.records import metrics_path, publish_atomic, read_meta, read_run, run_files, weights_path
+from bench.run.locks import RunLock, describe, lock_path, read_holder
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ FINISH_SCRIPT = """
 import sys
 from bench.cli import main
 main(sys.argv[2:])
-from bench.speed import cpu_name
+from bench.perf.speed import cpu_name
 name = cpu_name()
 if sys.argv[1] == "cuda":
     import torch

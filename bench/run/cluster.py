@@ -12,7 +12,7 @@ whole plan in the calling process instead of on the cluster.
 
 from __future__ import annotations
 
-from .errors import BenchError
+from bench.errors import BenchError
 
 CONNECT_TIMEOUT = "10s"
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import resolve
-from .engine import Trainer
+from bench.config import resolve
+from bench.train.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,9 @@ def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 
     """Images per second of ``runs`` seeds of one objective trained as one stack (random images).
 
     On the CPU the stack shares torch's threads as ``bench run`` shares a task's (runs side by
-    side, :func:`bench.stacked.cpu_workers`).
+    side, :func:`bench.train.stacks.cpu_workers`).
     """
-    from .stacked import StackedTrainer, cpu_workers
+    from bench.train.stacks import StackedTrainer, cpu_workers
 
     threads = torch.get_num_threads()
     workers, each = cpu_workers(runs, threads) if torch.device(device).type == "cpu" else (1, threads)
@@ -148,10 +148,10 @@ def against_the_usual_loop(model: str, seeds: int, images: int, data_root: str, 
     """
     import os
 
-    from .records import read_tree
+    from bench.records import read_tree
 
     env = {**os.environ, "BENCH_DATA": data_root}
-    usual = timed_process("bench.reference", ["--model", model, "--seeds", str(seeds), "--images", str(images)], env)
+    usual = timed_process("bench.perf.usual_loop", ["--model", model, "--seeds", str(seeds), "--images", str(images)], env)
     engine = timed_process("bench.cli", ["run", "--models", model, "--seeds", str(seeds), "--profile", "quick",
                                          "--epochs", "1", "--subset", f"{images},64", "--out", out], env)
     rows, _ = read_tree(out)
@@ -184,7 +184,7 @@ def compare_with_usual(models: list[str], images: int, data_root: str, echo, sta
         f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}). Command: `bench "
         + " ".join(sys.argv[1:]) + f"`. Each side trains {seeds} seeds x {images:,} MNIST images, one epoch, as a whole "
-        "process (the usual loop: `python -m bench.reference`); the stack columns time update steps of that many "
+        "process (the usual loop: `python -m bench.perf.usual_loop`); the stack columns time update steps of that many "
         "seeds trained as one stack, sharing the threads as `bench run` does.",
         "",
         header,

@@ -3,7 +3,7 @@
 The runs of a stack share what fixes the shapes and the optimiser (dataset, subsets, batch
 size, epochs, latent size, dtype, learning rates and betas, whether there is a
 discriminator); they may differ in seed, objective coefficients and C schedule. Each run
-keeps its own :class:`~bench.engine.Trainer`, which owns its initialisation, its random
+keeps its own :class:`~bench.train.trainer.Trainer`, which owns its initialisation, its random
 streams and its evaluation, so a run draws exactly the numbers it draws when trained alone;
 only the update runs stacked, through ``torch.func.vmap`` over ``functional_call``. Adam is
 elementwise, so one Adam over the stacked tensors is each run's own Adam.
@@ -20,7 +20,7 @@ threads it gets, never on its neighbours. Either kind of stack loads the other's
 On a GPU the update (forward, both backward passes, both Adam steps) is captured once as a
 CUDA graph and replayed (:class:`CapturedStep`); what varies between updates (the batch, C(t)
 and the runs' noise) is written into fixed input buffers first, eagerly, from each run's own
-generators. Adam on a GPU is capturable for every run (:func:`bench.engine.adam`), so a graphed
+generators. Adam on a GPU is capturable for every run (:func:`bench.train.trainer.adam`), so a graphed
 stack repeats the bits of the same stack trained eagerly.
 
 A vectorised stack's records equal its runs' solo records up to floating-point rounding:
@@ -40,10 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from bench.config import RunConfig
+from bench.train.trainer import _DISC_ACC, TERMS, EpochResult, Trainer, adam, make_nets, split_terms
 from models.objectives import discriminator_loss, gaussian_kl, gaussian_kl_per_dim, total_correlation
-
-from .config import RunConfig
-from .engine import _DISC_ACC, TERMS, EpochResult, Trainer, adam, make_nets, split_terms
 
 # Fields a stack's runs must share; the others (seed, coefficients, C schedule, initialisation) may differ.
 SHARED_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
@@ -58,7 +57,7 @@ def stack_key(config: RunConfig) -> tuple:
 
 def training_bytes(config: RunConfig, channels: int, image_size: int) -> int:
     """Bytes of one run's training state: per parameter its weight, gradient and Adam's three buffers
-    (two moments and the denominator, :class:`bench.optim.Adam`)."""
+    (two moments and the denominator, :class:`bench.train.optim.Adam`)."""
     with torch.device("meta"):  # shapes only, nothing allocated
         nets = [net for net in make_nets(config, channels, image_size) if net is not None]
     return 5 * sum(p.numel() for net in nets for p in net.parameters()) * getattr(torch, config.dtype).itemsize
@@ -360,7 +359,7 @@ class StackedTrainer:
                     p.copy_(self.disc_params[name][k])
 
     def run_states(self) -> list[dict]:
-        """Each run's state as :meth:`bench.engine.Trainer.state_dict` gives it (a vectorised stack's
+        """Each run's state as :meth:`bench.train.trainer.Trainer.state_dict` gives it (a vectorised stack's
         are slices of its stacked tensors)."""
         return [t.state_dict() for t in self.runs] if not self.vectorised else _cut(self.state_dict())
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from . import data as datasets
-from .errors import BenchError
-from .locks import RunLock, describe, lock_dir, lock_path, read_holder
-from .plan import PlannedRun, check_fits_data
-from .records import (
+from bench.data import datasets
+from bench.errors import BenchError
+from bench.plan import PlannedRun, check_fits_data
+from bench.records import (
     RECORD_FORMAT,
     RecordError,
     checkpoint_dir,
@@ -39,7 +38,8 @@ from .records import (
     write_metrics,
     write_run,
 )
-from .writable import check_files, check_folders
+from bench.run.locks import RunLock, describe, lock_dir, lock_path, read_holder
+from bench.writable import check_files, check_folders
 
 
 @dataclass
@@ -220,10 +220,10 @@ def run_stack(task: StackTask) -> list[tuple[str, str, str]]:
 def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[tuple[str, str, str]]:
     import torch
 
-    from .engine import Trainer
-    from .malloc import keep_freed_memory
-    from .optim import deterministic_algorithms
-    from .stacked import StackedTrainer, cpu_workers
+    from bench.train.malloc import keep_freed_memory
+    from bench.train.optim import deterministic_algorithms
+    from bench.train.stacks import StackedTrainer, cpu_workers
+    from bench.train.trainer import Trainer
 
     # Resolved already for local jobs; a cluster's worker resolves "auto", or checks "cuda", on its own hardware.
     device = resolve_device(task.device)
@@ -258,7 +258,7 @@ def _train(task: StackTask, runs: list[PlannedRun], labels: list[str]) -> list[t
 
         truth = datasets.ground_truth(first.dataset, Path(task.data_root))
         if truth is not None:  # the metrics are loaded only where there is something to score
-            from .disentanglement import metric_rows
+            from bench.eval.scores import metric_rows
 
         def publish(k: int) -> None:
             # A finished run is scored before its record says so: "finished" implies its scores exist.
@@ -399,13 +399,13 @@ def make_stacks(todo: list[PlannedRun], jobs: int, device: str, stack: bool = Tr
 
     Stacks that have a checkpoint (``resumed``) come back as they were. Without stacking every
     other run is its own task. With it, runs that can share a stack
-    (:func:`bench.stacked.stack_key`) are grouped; on a GPU a group is one stack, on the CPU
+    (:func:`bench.train.stacks.stack_key`) are grouped; on a GPU a group is one stack, on the CPU
     it is split into ``jobs`` stacks of near-equal size so that every job has work, and each of
     those into stacks that hold at most :data:`CPU_STACK_BYTES` of training state, their sizes a
     multiple of the job's ``threads`` where they can be (so that every round of runs updated side
     by side is full).
     """
-    from .stacked import stack_key, training_bytes
+    from bench.train.stacks import stack_key, training_bytes
 
     stacks = [list(s) for s in resumed or []]
     taken = {run.config.run_id for s in stacks for run in s}
@@ -461,7 +461,7 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         raise BenchError("--cuda-graphs needs --device cuda and stacking")
     client = None
     if not local:
-        from .cluster import connect, parse_resources
+        from bench.run.cluster import connect, parse_resources
 
         parse_resources(options.resources)
         client = connect(options.scheduler)
@@ -549,7 +549,7 @@ def _parallel(tasks: list[StackTask], jobs: int, options: RunOptions, client):
 
     if client is None:
         return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_stack)(t) for t in tasks)
-    from .cluster import on_dask
+    from bench.run.cluster import on_dask
 
     return on_dask(client, run_stack, tasks, options.resources)
 

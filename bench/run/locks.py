@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import BenchError
+from bench.errors import BenchError
 
 _HELD: set[str] = set()  # the lock files this process holds
 _HELD_GUARD = threading.Lock()

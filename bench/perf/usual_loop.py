@@ -6,7 +6,7 @@ discriminator's batch, three discriminator passes per update (TC, then z and the
 batch for D's own loss) and a log line per step. It uses the project's networks and loss
 terms, so the two sides differ only in how the loop is run. Seeds are trained one after another.
 
-``python -m bench.reference --model factorvae --seeds 2 --images 12800`` trains one epoch of the
+``python -m bench.perf.usual_loop --model factorvae --seeds 2 --images 12800`` trains one epoch of the
 first 12,800 MNIST training images per seed.
 """
 
@@ -22,11 +22,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from bench.config import resolve
+from bench.data import datasets as data
 from models.nets import VAE, Discriminator
 from models.objectives import PRESETS, bernoulli_nll, capacity, gaussian_kl, permute_dims, total_correlation
-
-from . import data
-from .config import resolve
 
 
 class ResizedMNIST(Dataset):

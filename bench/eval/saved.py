@@ -1,8 +1,8 @@
-"""Finished runs loaded back from their final weights: for pictures (:mod:`bench.traverse`) and
+"""Finished runs loaded back from their final weights: for pictures (:mod:`bench.eval.traverse`) and
 for scoring after training (``bench metrics``).
 
 A run scored after training gets the same rows as one scored when it finished
-(:func:`bench.disentanglement.metric_rows`, fixed metric seed): its weights are the same, and on
+(:func:`bench.eval.scores.metric_rows`, fixed metric seed): its weights are the same, and on
 the same machine, scored with the torch threads its record names, so are the scores. Give the
 data root the runs trained on: without dSprites' file the ground truth is the generated
 dSprites, with it the real one.
@@ -16,13 +16,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.config import RunConfig
+from bench.data import datasets as data
+from bench.errors import BenchError
+from bench.records import ADDED_DEFAULTS, metrics_path, read_tree, weights_path, write_metrics
+from bench.train.trainer import conv_layout
 from models.nets import VAE
-
-from . import data
-from .config import RunConfig
-from .engine import conv_layout
-from .errors import BenchError
-from .records import ADDED_DEFAULTS, metrics_path, read_tree, weights_path, write_metrics
 
 RETRAIN = "delete them and the run's .parquet record, and bench run trains the run again"
 
@@ -70,7 +69,7 @@ def score_runs(runs_root: Path, data_root: Path, again: bool = False, log=lambda
     Each run's rows go to its ``_metrics`` file (published atomically); runs that have one are left
     alone unless ``again``. Raises BenchError when no run there is on such a dataset.
     """
-    from .disentanglement import metric_rows
+    from bench.eval.scores import metric_rows
 
     _, runs = read_tree(runs_root)
     truths = {name: data.ground_truth(name, data_root) for name in sorted(set(runs["dataset"]))}

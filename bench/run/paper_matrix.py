@@ -1,6 +1,6 @@
 """The paper's matrix in one command: train it, report it, and log how long it took.
 
-``python -m bench.paper_matrix`` runs ``bench run --models all --seeds 5 --profile paper``
+``python -m bench.run.paper_matrix`` runs ``bench run --models all --seeds 5 --profile paper``
 (the five objectives x 5 seeds x 50 epochs of full MNIST), then ``bench report`` on those
 records, and appends a dated section with the machine, torch version, wall time and the
 commands to BENCHMARKS.md. It is meant for a GPU with limited time: every stack checkpoints at
@@ -15,7 +15,7 @@ git-ignored ``local-data/mnist/``; a device call brings back at most 8 files of 
 ``$OUT``, two folders deep, so the records come back as one archive (without weights,
 checkpoints and locks) and seed 0's discriminator-model weights as another::
 
-    pip install --no-deps -e . && BENCH_DATA=local-data python -m bench.paper_matrix --device cuda \
+    pip install --no-deps -e . && BENCH_DATA=local-data python -m bench.run.paper_matrix --device cuda \
         --checkpoint-every 10 --out /tmp/m/mnist-paper --report /tmp/m/report/table1.md \
         --benchmarks /tmp/m/BENCHMARKS-section.md
     tar czf $OUT/records.tgz --exclude=_weights --exclude=_checkpoints --exclude=_locks -C /tmp/m .
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import click
 
-from .records import read_tree
-from .speed import cpu_name
+from bench.perf.speed import cpu_name
+from bench.records import read_tree
 
 
 def _device_name(device: str) -> str:
@@ -88,7 +88,7 @@ def main(profile, seeds, device, jobs, cuda_graphs, checkpoint_every, out, repor
         "",
         f"## The paper matrix ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Machine: {_device_name(device)}. Command: `python -m bench.paper_matrix "
+        f"Machine: {_device_name(device)}. Command: `python -m bench.run.paper_matrix "
         + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`, which ran",
         "",
         "```bash",

@@ -15,7 +15,7 @@ takes each run's numbers at its final epoch, and writes
   suffix, e.g. ``figure3-mnist.png``, and with several recipes the recipe, e.g. ``figure3-author.png``;
 * for a dataset with known factors, a section with the disentanglement scores of the metric
   records (mean ± SD per model, Welch tests of CFactorVAE against each model, Holm-corrected);
-* in ``figures/`` next to ``out``, the pictures of :mod:`bench.traverse` for seed 0 of each
+* in ``figures/`` next to ``out``, the pictures of :mod:`bench.eval.traverse` for seed 0 of each
   model whose final weights are in the records.
 
 Only runs whose status is ``finished`` enter means, tests and curves. The report never
@@ -37,13 +37,31 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .errors import BenchError
-from .paper import (AUTHOR_CODE, AUTHOR_TEST_PRINT, CHALLENGER, CLAIM_NAMES, CLAIMS, LABELS, PAPER_DATASET,
-                    PAPER_TABLE1, PAPER_TEST_SCALE, PLANNED_METRICS)
-from .records import (ACTIVE_KL, ADDED_DEFAULTS, FINAL_METRICS, config_rank, final_values, read_metrics, read_tree,
-                      weights_path)
-from .stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
-from .writable import check_files, check_folders
+from bench.errors import BenchError
+from bench.paper import (
+    AUTHOR_CODE,
+    AUTHOR_TEST_PRINT,
+    CHALLENGER,
+    CLAIM_NAMES,
+    CLAIMS,
+    LABELS,
+    PAPER_DATASET,
+    PAPER_TABLE1,
+    PAPER_TEST_SCALE,
+    PLANNED_METRICS,
+)
+from bench.records import (
+    ACTIVE_KL,
+    ADDED_DEFAULTS,
+    FINAL_METRICS,
+    config_rank,
+    final_values,
+    read_metrics,
+    read_tree,
+    weights_path,
+)
+from bench.report.stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
+from bench.writable import check_files, check_folders
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 # Named variants get a Table 1 row of their own when their records exist, after their paper model.
@@ -92,7 +110,7 @@ AUTHOR_DIFFERENCES = (
     ("Gradient", "losses summed over the batch (reduction sum)", "means over the batch"),
 )
 RUN_KEYS = ["run_id", "dataset", "model", "seed"]
-# The disentanglement metrics of bench.metrics, as stored in the metric records; higher is better for all.
+# The disentanglement metrics of bench.eval.metrics, as stored in the metric records; higher is better for all.
 # Records scored before DCI came from disentanglement_lib's estimator hold the first, third and last alone.
 SCORES = {
     "factorvae_score": "FactorVAE score",
@@ -741,9 +759,9 @@ def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
 def _counts_profile(r) -> str:
     """Which profile's metric sample counts a record's are, and how they stand to disentanglement_lib's."""
-    # Imported here: sklearn, which bench.metrics loads, is paid for only by reports with scores.
-    from .config import METRIC_COUNTS
-    from .metrics import MetricCounts
+    # Imported here: sklearn, which bench.eval.metrics loads, is paid for only by reports with scores.
+    from bench.config import METRIC_COUNTS
+    from bench.eval.metrics import MetricCounts
 
     found = tuple(int(r[field.name]) for field in fields(MetricCounts))
     profile = next((name for name, changed in METRIC_COUNTS.items() if astuple(MetricCounts(**changed)) == found),
@@ -956,8 +974,8 @@ def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> t
     """
     if not _has_pictures(runs):
         return [], []
-    from .data import resolve_root
-    from .traverse import figures_for_report
+    from bench.data.datasets import resolve_root
+    from bench.eval.traverse import figures_for_report
 
     try:
         paths = figures_for_report(runs_root, folder / "figures", resolve_root(data_root))
@@ -988,7 +1006,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         Report only this dataset; by default every dataset in the records gets a section, one
         per recipe found for it.
     data_root : path-like, optional
-        Where the test images for the pictures are (see :func:`bench.data.resolve_root`); the
+        Where the test images for the pictures are (see :func:`bench.data.datasets.resolve_root`); the
         pictures are drawn only for runs whose final weights are in the records.
 
     Returns

@@ -1,0 +1,1 @@
+"""The datasets, loaded whole into memory as uint8 tensors."""

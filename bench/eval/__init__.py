@@ -1,0 +1,1 @@
+"""What a trained run learned: disentanglement metrics, scoring saved runs, traversal pictures."""

@@ -1,0 +1,1 @@
+"""Speed: ``bench bench`` and the usual training loop it measures against."""

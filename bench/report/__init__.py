@@ -1,0 +1,1 @@
+"""Table 1, the figures and the significance tests, from the records alone."""
