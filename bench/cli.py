@@ -13,7 +13,7 @@ import click
 
 from bench.config import PROFILES, RECIPE_PRESETS, RECIPES, parse_overrides
 from bench.errors import BenchError
-from models.objectives import PAPER_MODELS, PRESETS
+from models.presets import PAPER_MODELS, PRESETS
 
 MODELS_HELP = f"all (the paper's {', '.join(PAPER_MODELS)}), or a comma list of {', '.join(PRESETS)}"
 # The most --jobs or --threads taken: beyond any machine bench runs on, where a typo's 10**9 would start that many.
@@ -73,7 +73,8 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from bench.data import datasets as data
     from bench.plan import make_plan, parse_names, parse_seeds
-    from bench.run.execute import RunOptions, execute, is_finished
+    from bench.run.execute import RunOptions, execute
+    from bench.run.job import is_finished
 
     if not 1 <= jobs <= MOST_WORKERS:
         raise BenchError(f"--jobs {jobs}: need at least 1" if jobs < 1 else f"--jobs {jobs}: at most {MOST_WORKERS}")
@@ -162,8 +163,8 @@ def bench_speed(models, device, recipe, batch_size, steps, threads, against_usua
 
     from bench.perf.speed import measure
     from bench.plan import parse_names
-    from bench.run.execute import resolve_device
     from bench.train.malloc import keep_freed_memory
+    from bench.train.placement import resolve_device
 
     keep_freed_memory()  # as bench run's trainers do, so the update steps timed here are theirs
     try:
@@ -247,7 +248,6 @@ def check(golden, data_root, runs, reference, alpha, models, update):
     Exits 1 on a regression, 2 on bad input (a missing or corrupt golden file included).
     """
     from bench.check.regression import check_exact, check_statistical
-    from bench.data import datasets as data
     from bench.plan import parse_names
 
     names = parse_names(models, PRESETS, "model")
@@ -258,6 +258,8 @@ def check(golden, data_root, runs, reference, alpha, models, update):
     if runs is not None:
         ok = check_statistical(runs, reference, alpha, update)
     else:
+        from bench.data import datasets as data  # here: it loads torch, which only the exact tier needs
+
         ok = check_exact(golden, data.resolve_root(data_root), update, names)
     if not ok:
         sys.exit(1)

@@ -8,9 +8,15 @@ import json
 from dataclasses import dataclass
 
 from bench.errors import BenchError
-from bench.records import ADDED_DEFAULTS
-from models.nets import DISCRIMINATORS, INITS, NETS
-from models.objectives import AUTHOR_PRESETS, PRESETS
+from models.presets import AUTHOR_PRESETS, DISCRIMINATORS, INITS, NETS, PRESETS
+
+# RunConfig fields added after the first records were published, with the value those records implicitly
+# used: a config read from such a record gets them (bench.records), so old and new runs of one setting compare equal.
+ADDED_DEFAULTS = {"dtype": "float32", "recipe": "described", "nets": "table2", "init": "torch", "capacity_form": "batch",
+                  "c_schedule": "linear", "c_step": 0.5, "disc": "kim-mnih", "perm_batch": "independent",
+                  "last_batch": "drop", "reduction": "mean"}
+# A latent dimension is active when its mean KL exceeds this many nats (it then carries information).
+ACTIVE_KL = 0.01
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class RunConfig:
     beta1: float = 0.9  # Adam defaults (Kingma & Ba 2015), as in Kim & Mnih (2018)
     beta2: float = 0.999
     z_dim: int = 20  # paper, section 5.1: "latent representations z of 20 dimensions"
-    w_kl: float = 1.0  # objective coefficients: filled from models.objectives.PRESETS
+    w_kl: float = 1.0  # objective coefficients: filled from models.presets.PRESETS
     w_cap: float = 0.0
     gamma: float = 0.0
     c_max: float = 25.0  # Burgess et al. (2018): C rises to 25 nats
@@ -39,12 +45,12 @@ class RunConfig:
     dtype: str = "float32"  # float type of weights and activations; float64 for the exact regression check
     # Where the defaults come from (RECIPES); the knobs below are the ways the author's code differs.
     recipe: str = "described"
-    nets: str = "table2"  # models.nets.NETS: Table 2's widths and logits, or the author's code's
-    init: str = "torch"  # models.nets.INITS: current torch's default initialisation, or torch 0.4's
+    nets: str = "table2"  # models.presets.NETS: Table 2's widths and logits, or the author's code's
+    init: str = "torch"  # models.presets.INITS: current torch's default initialisation, or torch 0.4's
     capacity_form: str = "batch"  # models.objectives.capacity_gap: |mean KL - C|, or mean |KL_i - C|
     c_schedule: str = "linear"  # C rises linearly over updates (c_max, c_ramp), or by c_step per epoch
     c_step: float = 0.5  # nats per epoch of the staircase schedule
-    disc: str = "kim-mnih"  # models.nets.DISCRIMINATORS
+    disc: str = "kim-mnih"  # models.presets.DISCRIMINATORS
     perm_batch: str = "independent"  # D's permuted batch: another batch, or the same images after the VAE step
     last_batch: str = "drop"  # an epoch's last partial batch: dropped, or kept as a smaller update
     reduction: str = "mean"  # the VAE's gradient is of the batch mean, or of the batch sum
@@ -132,6 +138,18 @@ METRIC_COUNTS: dict[str, dict] = {
 METRIC_SEED = 0
 
 # Keys that --set may change; model, dataset, seed and recipe come from their own options.
+# Fields the runs of one stack share: they fix the shapes, the batches and the optimisers. The
+# others (seed, objective coefficients, C schedule, initialisation) may differ within a stack.
+STACK_FIELDS = ("dataset", "epochs", "batch_size", "lr", "beta1", "beta2", "z_dim", "d_lr", "d_beta1", "d_beta2",
+                "train_subset", "test_subset", "dtype", "nets", "disc", "perm_batch", "last_batch", "capacity_form",
+                "reduction")
+
+
+def stack_key(config: RunConfig) -> tuple:
+    """Runs with equal keys can be trained as one stack (and whether it has a discriminator)."""
+    return tuple(getattr(config, name) for name in STACK_FIELDS) + (config.gamma != 0,)
+
+
 SETTABLE = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "dataset", "seed", "recipe"))
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # The most --set takes of the sizes nothing else bounds: a network is built from z_dim, and a run of

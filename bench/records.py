@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.config import ADDED_DEFAULTS
 from bench.errors import BenchError
 
 # The public column contract: names users, the report and CI query.
@@ -74,10 +75,8 @@ METRICS_SCHEMA = pa.schema(
     ]
 )
 # Columns added in record format 3: each latent dimension's mean KL in nats, and how many of them
-# exceed ACTIVE_KL. A record of an earlier format reads them as missing values.
+# exceed bench.config.ACTIVE_KL. A record of an earlier format reads them as missing values.
 PER_DIM_COLUMNS = ("kl_dims", "active_dims")
-# A latent dimension is active when its mean KL exceeds this many nats (it then carries information).
-ACTIVE_KL = 0.01
 # The final-epoch numbers of Table 1 and of the regression references: (key, split, column).
 FINAL_METRICS = (
     ("train_loss", "train", "loss"),
@@ -93,11 +92,6 @@ RECORD_FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 CHECKPOINT_FORMAT = 2  # 2: a lockstep stack saves each run's own state (1: stacked like a vectorised one)
 CHECKPOINT_FORMATS_READ = (1, 2)
-# RunConfig fields added after the first published records, with the value those records implicitly used:
-# a config read from such a record gets them, so old and new runs of one setting compare equal.
-ADDED_DEFAULTS = {"dtype": "float32", "recipe": "described", "nets": "table2", "init": "torch", "capacity_form": "batch",
-                  "c_schedule": "linear", "c_step": 0.5, "disc": "kim-mnih", "perm_batch": "independent",
-                  "last_batch": "drop", "reduction": "mean"}
 # The metadata of a record: each field's JSON types and the first record format whose every record has
 # it (None: optional in every format, checked where present). Read from the writers' history and the
 # committed records: records of format 1 lack format, host, pid and cuda_graphs, and the oldest of them

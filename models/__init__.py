@@ -1,1 +1,2 @@
-"""Networks and objectives: pure PyTorch, no files, no CLI, no records."""
+"""Networks and objectives: pure PyTorch (their names and coefficients in models.presets, without torch), no files,
+no CLI, no records."""

@@ -17,11 +17,10 @@ import math
 import torch
 from torch import nn
 
+from models.presets import DISCRIMINATORS
+
 _FEATURES = 64 * 4 * 4
 _HIDDEN = 256
-NETS = ("table2", "author")
-DISCRIMINATORS = ("kim-mnih", "author", "author-leaky")
-INITS = ("torch", "torch0.4")
 
 
 def _conv_channels(image_size: int, nets: str = "table2") -> list[int]:

@@ -30,65 +30,12 @@ difference is 1000 * |KL - C|, and |KL - C| on a minibatch never stays below abo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+# Defined without torch, for the commands that never train; importable from here as well.
+from models.presets import PAPER_MODELS, PRESETS, Objective  # noqa: F401
 
-@dataclass(frozen=True)
-class Objective:
-    """Coefficients of ``recon + w_kl*KL + w_cap*|KL - C| + gamma*TC``."""
-
-    w_kl: float
-    w_cap: float
-    gamma: float
-
-    @property
-    def uses_capacity(self) -> bool:
-        return self.w_cap != 0
-
-    @property
-    def uses_discriminator(self) -> bool:
-        return self.gamma != 0
-
-    def combine(self, recon, kl, capacity_gap, tc):
-        """The loss from its terms; a term whose weight is zero is not evaluated (it may be NaN)."""
-        loss = recon
-        if self.w_kl != 0:
-            loss = loss + self.w_kl * kl
-        if self.uses_capacity:
-            loss = loss + self.w_cap * capacity_gap
-        if self.uses_discriminator:
-            loss = loss + self.gamma * tc
-        return loss
-
-
-PRESETS: dict[str, Objective] = {
-    "vae": Objective(w_kl=1.0, w_cap=0.0, gamma=0.0),
-    "betavae": Objective(w_kl=4.0, w_cap=0.0, gamma=0.0),
-    "cvae": Objective(w_kl=0.0, w_cap=1.0, gamma=0.0),
-    "factorvae": Objective(w_kl=1.0, w_cap=0.0, gamma=6.4),
-    "cfactorvae": Objective(w_kl=0.0, w_cap=1.0, gamma=6.4),
-    "cvae-burgess": Objective(w_kl=0.0, w_cap=1000.0, gamma=0.0),
-}
-# The paper's objectives as its code trains them (githubgreat886/controllable-factorVAE, main.py): the loss
-# functions and argparse defaults the model names reach. Its capacity and TC terms take other forms
-# (per-sample |KL_i - C|, the author's discriminator), set by the author recipe (bench.config.RECIPES).
-AUTHOR_PRESETS: dict[str, Objective] = {
-    # `--model bvae`: beta_vae_loss, bce + beta * KL; beta 1 is the VAE, beta 4 the argparse default.
-    "vae": Objective(w_kl=1.0, w_cap=0.0, gamma=0.0),
-    "betavae": Objective(w_kl=4.0, w_cap=0.0, gamma=0.0),
-    # `--model cvae`: controlled_vae_loss, bce + beta * sum_i |KL_i - C|, beta = 4 (argparse default).
-    "cvae": Objective(w_kl=0.0, w_cap=4.0, gamma=0.0),
-    # `--model factorvae`: factor_vae_loss, bce + KL + gamma * sum_i D(z_i); `--gamma` is declared
-    # type=int with default 3.5, and argparse converts only string defaults, so gamma is 3.5.
-    "factorvae": Objective(w_kl=1.0, w_cap=0.0, gamma=3.5),
-    # `--model cfactorvae`: controlled_factor_vae_loss, bce + sum_i |KL_i - C| + gamma * sum_i D(z_i).
-    "cfactorvae": Objective(w_kl=0.0, w_cap=1.0, gamma=3.5),
-}
-# The five objectives the paper compares: what ``--models all`` trains.
-PAPER_MODELS: tuple[str, ...] = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 # torch 0.4's binary cross-entropy added this inside both logs (THNN BCECriterion); later torch clamps logs at -100.
 TORCH04_BCE_EPS = 1e-12
 

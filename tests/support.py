@@ -50,16 +50,12 @@ def hit():
     return seen[0] == count
 
 if where == "step":
-    depth = [0]  # a stack's update calls its runs' own updates on a CPU: count the outer call only
-    for cls in (bench.train.stacks.StackedTrainer, bench.train.trainer.Trainer):
+    # A lockstep stack's updates are its runs' own; a vectorised stack's one update is all its runs'.
+    for cls in (bench.train.stacks.VectorisedStack, bench.train.trainer.Trainer):
         def step(self, *args, _original=cls.train_step):
-            if depth[0] == 0 and hit():
+            if hit():
                 os.kill(os.getpid(), at_step)
-            depth[0] += 1
-            try:
-                return _original(self, *args)
-            finally:
-                depth[0] -= 1
+            return _original(self, *args)
         cls.train_step = step
 else:
     original = bench.records.publish_atomic

@@ -1,8 +1,9 @@
 """A `bench run` killed at any moment resumes from its last checkpoint and ends with the same bits.
 
-Each kill is a real SIGKILL of a real `bench run` process, sent by the process itself at a
-chosen point: in the middle of an epoch, or with a checkpoint or a record half-written to its
-temporary file (``support.KILLER``, test code: the harness has no hook for it).
+One real SIGKILL of a real `bench run` process per kill point, sent by the process itself: in the
+middle of an epoch, or with a checkpoint or a record half-written to its temporary file
+(``support.KILLER``, test code: the harness has no hook for it). The rest is tested in-process
+through the job's steps: a job left after some epochs is what a kill after them leaves.
 """
 
 import os
@@ -10,15 +11,21 @@ import signal
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
+import torch
 from support import DATA_ROOT, KILLER, REPO, needs_mnist
 
+from bench.plan import make_plan
 from bench.records import checkpoint_dir, read_tree
+from bench.run.job import StackJob, StackTask
+from bench.run.stacks import make_stacks, placement
 
 pytestmark = needs_mnist
 
 
-# 128 training images: 2 updates an epoch, so a kill before update 4 lands in the middle of epoch 2.
+# 128 training images: 2 updates a run an epoch. A stack's runs train their epochs one after the
+# other on one thread, so in a stack of 2 the 6th update is the first run's second of epoch 2.
 PLAN = ["run", "--models", "vae,factorvae", "--seeds", "2", "--profile", "smoke", "--epochs", "4", "--subset", "128,64",
         "--threads", "1"]
 
@@ -51,60 +58,120 @@ def whole_runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("stack, where, count", [
-    ("--stack", "step", 4),  # the second epoch of the first task, under way
-    ("--stack", "checkpoint", 3),  # a checkpoint half-written, not yet renamed over the last one
-    ("--stack", ".parquet", 6),  # a record half-written, its checkpoint already published
-    ("--no-stack", "checkpoint", 6),  # the second task's second checkpoint (the first task's were deleted when it finished)
+@pytest.mark.parametrize("where, count", [
+    ("step", 6),  # the second epoch of the first task, under way
+    ("checkpoint", 3),  # a checkpoint half-written, not yet renamed over the last one
+    (".parquet", 6),  # a record half-written, its checkpoint already published
 ])
-def test_a_killed_run_resumes_to_the_same_bits(tmp_path, whole_runs, stack, where, count):
+def test_a_killed_run_resumes_to_the_same_bits(tmp_path, whole_runs, where, count):
     out = tmp_path / "runs"
-    killed = bench(*PLAN, stack, "--out", str(out), killer=[where, str(count)])
+    killed = bench(*PLAN, "--stack", "--out", str(out), killer=[where, str(count)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert any(checkpoint_dir(out).glob("*.pt"))  # something to resume from
-    resumed = bench(*PLAN, stack, "--out", str(out))
+    resumed = bench(*PLAN, "--stack", "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
     rows, status = records(out)
-    expected_rows, expected_status = whole_runs(stack)
+    expected_rows, expected_status = whole_runs("--stack")
     assert status == expected_status and set(status.values()) == {"finished"}
     assert rows.equals(expected_rows)
     assert not list(checkpoint_dir(out).glob("*.pt")) and not list(checkpoint_dir(out).glob("*.json"))
 
 
-def test_killed_twice_and_kept(tmp_path, whole_runs):
-    out = tmp_path / "runs"
-    assert bench(*PLAN, "--out", str(out), killer=["step", "4"]).returncode == -signal.SIGKILL
-    assert bench(*PLAN, "--out", str(out), killer=["step", "6"]).returncode == -signal.SIGKILL
-    resumed = bench(*PLAN, "--out", str(out), "--keep")
-    assert resumed.returncode == 0, resumed.stderr
-    rows, status = records(out)
-    expected_rows, expected_status = whole_runs()
-    assert rows.equals(expected_rows) and status == expected_status
-    assert len(list(checkpoint_dir(out).glob("*.pt"))) == 2  # one per stack, kept
+# In-process: the plan's tasks as `bench run --threads 1` makes them, trained by the job's steps.
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
-def test_sparser_checkpoints_lose_more_epochs_but_not_the_bits(tmp_path, whole_runs):
-    out = tmp_path / "runs"
-    # Checkpoints after epochs 3 and 4 only; killed in epoch 3 of the first stack, it restarts that stack from scratch.
-    killed = bench(*PLAN, "--checkpoint-every", "3", "--out", str(out), killer=["step", "6"])
-    assert killed.returncode == -signal.SIGKILL
-    assert not any(checkpoint_dir(out).glob("*.pt"))
-    assert bench(*PLAN, "--checkpoint-every", "3", "--out", str(out), killer=["step", "8"]).returncode == -signal.SIGKILL
-    resumed = bench(*PLAN, "--checkpoint-every", "3", "--out", str(out))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after epoch 3" in resumed.stderr
-    rows, status = records(out)
-    expected_rows, expected_status = whole_runs()
-    assert rows.equals(expected_rows) and status == expected_status
+def tasks(out, stacked=True, checkpoint_every=1, keep=False, resume=True):
+    plan = make_plan(["vae", "factorvae"], ["mnist"], 2, "smoke", {"epochs": 4, "train_subset": 128, "test_subset": 64},
+                     out)
+    return [StackTask(tuple(runs), tuple(r.config.run_id for r in runs), str(out), str(DATA_ROOT),
+                      placement("cpu", 1, len(runs), stacked, None), resume, keep, None, checkpoint_every)
+            for runs in make_stacks(plan, jobs=1, device="cpu", stack=stacked)]
 
 
-def test_fresh_ignores_the_checkpoints(tmp_path, whole_runs):
-    out = tmp_path / "runs"
-    assert bench(*PLAN, "--out", str(out), killer=["step", "4"]).returncode == -signal.SIGKILL
-    fresh = bench(*PLAN, "--out", str(out), "--fresh")
-    assert fresh.returncode == 0, fresh.stderr
-    assert "resuming" not in fresh.stderr
-    rows, status = records(out)
-    expected_rows, expected_status = whole_runs()
-    assert rows.equals(expected_rows) and status == expected_status
+def left_after(task, epochs):
+    """What a kill leaves once ``epochs`` epochs of the task are published: its records and checkpoint."""
+    job = StackJob(task)
+    assert job.claim() == []
+    job.prepare()
+    epoch = job.open()
+    while epoch < epochs:
+        epoch = job.advance(epoch)
+    job.release()
+    return job
+
+
+def finish(out, **options):
+    for task in tasks(out, **options):
+        assert {status for _, status, _ in StackJob(task).run()} <= {"finished", "skipped"}
+    return records(out)
+
+
+@pytest.fixture(scope="module")
+def whole_in_process(tmp_path_factory):
+    made = {}
+
+    def get(stacked=True):
+        if stacked not in made:
+            before = torch.get_num_threads()
+            made[stacked] = finish(tmp_path_factory.mktemp("whole"), stacked=stacked)
+            torch.set_num_threads(before)
+        return made[stacked]
+
+    return get
+
+
+def assert_same_records(got, expected):
+    (rows, status), (expected_rows, expected_status) = got, expected
+    assert status == expected_status and set(status.values()) == {"finished"}
+    pd.testing.assert_frame_equal(rows, expected_rows, check_exact=True)
+
+
+def test_in_process_records_are_those_of_bench_run(whole_runs, whole_in_process, one_thread):
+    assert_same_records(whole_in_process(True), whole_runs("--stack"))
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_a_job_left_after_an_epoch_resumes_to_the_same_bits(tmp_path, whole_in_process, one_thread, stacked):
+    first = tasks(tmp_path, stacked=stacked)[0]
+    left_after(first, 1)
+    assert StackJob(first).checkpoint.exists()
+    assert_same_records(finish(tmp_path, stacked=stacked), whole_in_process(stacked))
+    assert not list(checkpoint_dir(tmp_path).iterdir())
+
+
+def test_left_twice_and_kept(tmp_path, whole_in_process, one_thread):
+    first = tasks(tmp_path, keep=True)[0]
+    left_after(first, 1)
+    left_after(first, 3)  # resumed after epoch 1, left after epoch 3
+    assert_same_records(finish(tmp_path, keep=True), whole_in_process())
+    assert len(list(checkpoint_dir(tmp_path).glob("*.pt"))) == 2  # one per stack, kept
+
+
+def test_sparser_checkpoints_lose_more_epochs_but_not_the_bits(tmp_path, whole_in_process, one_thread):
+    first = tasks(tmp_path, checkpoint_every=3)[0]
+    left_after(first, 2)  # no checkpoint before epoch 3: the stack starts again from scratch
+    assert not StackJob(first).checkpoint.exists()
+    job = left_after(first, 3)
+    assert job.checkpoint.exists()
+    resumed = StackJob(first)
+    resumed.claim()
+    resumed.prepare()
+    assert resumed.open() == 3
+    resumed.release()
+    assert_same_records(finish(tmp_path, checkpoint_every=3), whole_in_process())
+
+
+def test_fresh_ignores_the_checkpoints(tmp_path, whole_in_process, one_thread):
+    left_after(tasks(tmp_path)[0], 2)
+    fresh = StackJob(tasks(tmp_path, resume=False)[0])
+    fresh.claim()
+    fresh.prepare()
+    assert fresh.open() == 0
+    fresh.release()
+    assert_same_records(finish(tmp_path, resume=False), whole_in_process())

@@ -5,8 +5,9 @@ from support import DATA_ROOT, needs_mnist, record_meta
 from bench.config import resolve
 from bench.plan import PlannedRun, make_plan
 from bench.records import read_meta, read_run, run_path, write_run
-from bench.run.execute import CPU_STACK_BYTES, RunOptions, execute, is_finished, make_stacks, relative_cost
-from bench.train.stacks import training_bytes
+from bench.run.execute import RunOptions, execute
+from bench.run.job import is_finished
+from bench.run.stacks import CPU_STACK_BYTES, make_stacks, relative_cost, training_bytes
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -51,14 +52,14 @@ def test_a_failing_stack_is_recorded_and_the_other_stacks_go_on(tmp_path, monkey
     import bench.train.stacks
 
     runs = plan(tmp_path, models=("vae", "factorvae"), seeds=2)
-    real_init = bench.train.stacks.StackedTrainer.__init__
+    real_make_stack = bench.train.stacks.make_stack
 
-    def init(self, configs, *args, **kwargs):
+    def make_stack(configs, *args, **kwargs):
         if configs[0].model == "factorvae":
             raise RuntimeError("planted failure")
-        real_init(self, configs, *args, **kwargs)
+        return real_make_stack(configs, *args, **kwargs)
 
-    monkeypatch.setattr(bench.train.stacks.StackedTrainer, "__init__", init)
+    monkeypatch.setattr(bench.train.stacks, "make_stack", make_stack)
     summary = execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu"))
     assert sorted(summary.done) == sorted(r.config.run_id for r in runs[:2])
     assert sorted(summary.failed) == sorted(f"{r.config.run_id}: RuntimeError: planted failure" for r in runs[2:])

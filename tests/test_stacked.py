@@ -6,9 +6,12 @@ import math
 import pytest
 import torch
 
-from bench.config import resolve
-from bench.train.stacks import StackedTrainer, cpu_workers, stack_key
-from bench.train.trainer import train
+from bench.config import resolve, stack_key
+from bench.run.stacks import cpu_workers
+from bench.train.placement import Placement
+from bench.train.stacks import LockstepStack, VectorisedStack, make_stack, run_states
+from bench.train.trainer import Trainer, train
+from models.objectives import Objective
 
 COLUMNS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 
@@ -26,11 +29,17 @@ def solo(config, train_images, test_images):
     return [row for result, _ in train(config, train_images, test_images) for row in result.rows]
 
 
-def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=None, vectorised=True, workers=1):
-    trainer = StackedTrainer(configs, train_images, test_images, device, cuda_graphs, vectorised, workers)
+def build(configs, train_images, test_images, device="cpu", vectorised=True, cuda_graphs=False, workers=1):
+    """A stack of either kind on any device (bench run picks vectorised on a GPU only: make_stack)."""
+    runs = [Trainer(c, train_images, test_images, device) for c in configs]
+    return VectorisedStack(runs, cuda_graphs) if vectorised else LockstepStack(runs, workers)
+
+
+def stacked(configs, train_images, test_images, device="cpu", cuda_graphs=False, vectorised=True, workers=1):
+    stack = build(configs, train_images, test_images, device, vectorised, cuda_graphs, workers)
     rows = {c.run_id: [] for c in configs}
     for _ in range(configs[0].epochs):
-        for config, result in zip(configs, trainer.run_epoch()):
+        for config, result in zip(configs, stack.run_epoch()):
             rows[config.run_id] += result.rows
     return rows
 
@@ -109,7 +118,7 @@ VAE_FAMILY, FACTOR_FAMILY = ("vae", "betavae", "cvae", "cvae-burgess"), ("factor
                                                      (FACTOR_FAMILY, 1, "described"), (FACTOR_FAMILY, 2, "described"),
                                                      (AUTHOR_FAMILIES[1], 2, "author")])
 def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models, workers, recipe, one_torch_thread):
-    # workers > 1: the runs' updates are made side by side on that many threads
+    # workers > 1: the runs' epochs are trained side by side on that many threads
     train_images, test_images = images(70 if recipe == "author" else 64), images(40, seed=1)
     configs = [small(model, seed, recipe, dtype="float32") for model in models for seed in (0, 1)]  # channels-last
     together = stacked(configs, train_images, test_images, vectorised=False, workers=workers)
@@ -124,18 +133,25 @@ def test_a_lockstep_stack_never_keeps_more_threads_busy_than_it_has(runs, thread
     assert (workers, each) == expected and workers * each <= threads
 
 
-def test_only_a_lockstep_stack_trains_runs_side_by_side():
-    with pytest.raises(ValueError, match="workers"):
-        StackedTrainer([small("vae", 0)], images(32), images(16), vectorised=True, workers=2)
-    with pytest.raises(ValueError, match="workers"):
-        StackedTrainer([small("vae", 0)], images(32), images(16), workers=0)
+def test_a_lockstep_stack_trains_at_least_one_run_at_a_time():
+    with pytest.raises(ValueError, match="workers=0"):
+        build([small("vae", 0)], images(32), images(16), vectorised=False, workers=0)
 
 
-def test_a_cpu_stack_is_lockstep_unless_asked():
-    assert not StackedTrainer([small("vae", 0)], images(32), images(16)).vectorised
-    assert StackedTrainer([small("vae", 0)], images(32), images(16), vectorised=True).vectorised
-    with pytest.raises(ValueError, match="vectorised"):
-        StackedTrainer([small("vae", 0)], images(32), images(16), "cuda", cuda_graphs=True, vectorised=False)
+def test_a_stack_is_vectorised_on_a_gpu_only():
+    assert isinstance(make_stack([small("vae", 0)], images(32), images(16), Placement("cpu")), LockstepStack)
+    assert Placement("cuda").vectorised and not Placement("cpu").vectorised
+    assert not Placement("cuda", stacked=False).vectorised  # --no-stack: every run its own solo updates
+
+
+def test_a_vectorised_stack_weighs_each_runs_terms_by_its_own_coefficients():
+    # (recon, kl, gap, tc) of two runs; by hand: 10 + 1*2 + 0*3 + 6.4*0.5 = 15.2 and 20 + 0*4 + 1*5 + 2*(-1) = 23
+    terms = [torch.tensor([10.0, 20.0]), torch.tensor([2.0, 4.0]), torch.tensor([3.0, 5.0]), torch.tensor([0.5, -1.0])]
+    per_run = Objective(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([6.4, 2.0]))
+    assert per_run.combine(*terms).tolist() == pytest.approx([15.2, 23.0])
+    # without a discriminator its TC is NaN and its weight the number 0: the term is left out
+    no_tc = Objective(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), 0.0)
+    assert no_tc.combine(*terms[:3], torch.tensor([math.nan, math.nan])).tolist() == pytest.approx([12.0, 25.0])
 
 
 def test_a_run_does_not_depend_on_what_it_is_stacked_with():
@@ -154,7 +170,7 @@ def test_runs_that_differ_in_shape_or_optimiser_cannot_share_a_stack():
     assert stack_key(small("vae", 0)) != stack_key(small("vae", 0, lr=2e-4))
     assert stack_key(small("vae", 0)) != stack_key(small("vae", 0, dtype="float64"))
     with pytest.raises(ValueError, match="must share"):
-        StackedTrainer([small("vae", 0), small("vae", 1, z_dim=8)], images(32), images(16))
+        make_stack([small("vae", 0), small("vae", 1, z_dim=8)], images(32), images(16), Placement("cpu"))
 
 
 def test_a_vectorised_stack_repeats_its_bits():  # a lockstep one is its runs' solo updates, tested above
@@ -167,7 +183,7 @@ def test_a_vectorised_stack_repeats_its_bits():  # a lockstep one is its runs' s
 
 def test_cuda_graphs_need_a_cuda_device():
     with pytest.raises(ValueError, match="CUDA device"):
-        StackedTrainer([small("vae", 0)], images(32), images(16), "cpu", cuda_graphs=True)
+        build([small("vae", 0)], images(32), images(16), "cpu", cuda_graphs=True)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -179,7 +195,7 @@ def test_a_graphed_stack_repeats_the_eager_stack_bit_for_bit(models):
     # 3 epochs of 4 updates: 3 eager warm-up updates, the capture, then 8 replays across epoch ends.
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small(model, seed, epochs=3) for model in models for seed in (0, 1)]
-    eager = stacked(configs, train_images, test_images, "cuda", cuda_graphs=False)
+    eager = stacked(configs, train_images, test_images, "cuda")
     graphed = stacked(configs, train_images, test_images, "cuda", cuda_graphs=True)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert all(drop(graphed[c.run_id]) == drop(eager[c.run_id]) for c in configs)
@@ -202,12 +218,12 @@ def test_a_stack_restored_from_its_state_continues_with_the_same_bits(device, ve
 
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0, epochs=3), small("cfactorvae", 1, epochs=3)]
-    whole = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
-    first = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
+    whole = build(configs, train_images, test_images, device, vectorised)
+    first = build(configs, train_images, test_images, device, vectorised)
     for _ in range(2):
         whole.run_epoch(), first.run_epoch()
     save_checkpoint(tmp_path / "c.pt", {"trainer": first.state_dict()})
-    restored = StackedTrainer(configs, train_images, test_images, device, vectorised=vectorised)
+    restored = build(configs, train_images, test_images, device, vectorised)
     restored.load_state_dict(load_checkpoint(tmp_path / "c.pt")["trainer"])
     expected, got = whole.run_epoch(), restored.run_epoch()
     assert [without_seconds(r.rows) for r in got] == [without_seconds(r.rows) for r in expected]
@@ -232,18 +248,18 @@ def assert_same_state(a, b):
 def test_either_kind_of_stack_loads_the_others_state(source):
     train_images, test_images = images(64), images(40, seed=1)
     configs = [small("factorvae", 0), small("cfactorvae", 1)]
-    trained = StackedTrainer(configs, train_images, test_images, vectorised=source)
+    trained = build(configs, train_images, test_images, vectorised=source)
     trained.run_epoch()
-    other = StackedTrainer(configs, train_images, test_images, vectorised=not source)
+    other = build(configs, train_images, test_images, vectorised=not source)
     other.load_state_dict(trained.state_dict())
-    assert_same_state(other.run_states(), trained.run_states())
+    assert_same_state(run_states(other.state_dict(), 2), run_states(trained.state_dict(), 2))
     for mine, theirs in zip(other.runs, trained.runs):  # the networks that evaluate and get saved
         for net in ("vae", "disc"):
             assert_same_state(getattr(mine, net).state_dict(), getattr(theirs, net).state_dict())
 
 
 def test_a_lockstep_stacks_state_holds_its_runs_tensors_not_copies():
-    trained = StackedTrainer([small("factorvae", 0), small("cfactorvae", 1)], images(64), images(40, seed=1))
+    trained = build([small("factorvae", 0), small("cfactorvae", 1)], images(64), images(40, seed=1), vectorised=False)
     trained.run_epoch()
     state = trained.state_dict()
     for run, saved in zip(trained.runs, state["runs"], strict=True):
@@ -251,4 +267,15 @@ def test_a_lockstep_stacks_state_holds_its_runs_tensors_not_copies():
         first = run.disc_params[0]
         assert saved["d_opt"]["state"][0]["exp_avg"].data_ptr() == run.d_opt.state[0]["exp_avg"].data_ptr() != first.data_ptr()
     with pytest.raises(ValueError, match="state is of 2 runs, this stack has 1"):
-        StackedTrainer([small("factorvae", 0)], images(64), images(40, seed=1)).load_state_dict(state)
+        build([small("factorvae", 0)], images(64), images(40, seed=1), vectorised=False).load_state_dict(state)
+
+
+def test_a_stack_of_one_loads_the_state_of_its_run_alone(tmp_path):
+    # the checkpoint of a run trained without stacking holds its trainer's own state
+    config = small("factorvae", 0, epochs=3)
+    train_images, test_images = images(64), images(40, seed=1)
+    alone = Trainer(config, train_images, test_images)
+    alone.run_epoch()
+    stack = build([config], train_images, test_images, vectorised=False)
+    stack.load_state_dict(alone.state_dict())
+    assert without_seconds(stack.run_epoch()[0].rows) == without_seconds(alone.run_epoch().rows)

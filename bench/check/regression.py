@@ -1,55 +1,21 @@
 """Regression checks on the loss numbers: ``bench check``.
 
-Tier 1, exact (every CI run)
-    ``bench check`` trains the smoke matrix in this process **in float64**: every
-    objective of :data:`models.objectives.PRESETS` on MNIST, seeds 0 and 1, the
-    ``smoke`` profile with ``dtype=float64``, one torch thread and deterministic
-    algorithms on. Nothing is written to the records folder. Every per-epoch number of
-    every run is compared with the golden file ``results/baseline/smoke.parquet``
-    (the records' columns without ``seconds``), keyed by (dataset, model, seed, epoch,
-    split). A value passes when ``|got - expected| <= atol + rtol * |expected|``, NaN
-    matching NaN only, with one tolerance on every machine (:data:`TOLERANCE`):
-    rtol 1e-9 and atol 1e-12 on the float columns, ``step`` and ``n_images`` exact.
+Tier 1, exact (every CI run): train the smoke matrix of every objective of
+:data:`models.presets.PRESETS` in this process, in float64 on one thread with deterministic
+algorithms, writing nothing, and compare every per-epoch number with the golden file
+``results/baseline/smoke.parquet`` under one tolerance on every machine (:data:`TOLERANCE`).
+Float64 because float32 kernels round differently between CPU ISAs by as much as a 1% coefficient
+change moves the numbers; in float64 the ISAs agree far inside the tolerance and such a change
+lands far outside it. A changed config fails, naming the field; a changed environment is only
+noted. Only ``--update`` writes the golden file.
 
-    Why float64: torch picks its CPU kernels by ISA (AVX512, AVX2 or generic), and the
-    kernels round differently; even float32 weight initialisation and noise draws
-    differ in their last bits between ISAs. In float32 that moves the smoke matrix's KL
-    by up to 1e-4 and the discriminator's TC by up to 2e-2 relative, as much as a 1%
-    change of a coefficient does, so no float32 tolerance both holds across machines
-    and catches such a change. The networks of a float64 run are created in float64
-    (their initial values drawn in it), and the whole matrix then differs by at most
-    5e-15 relative between ``ATEN_CPU_CAPABILITY=default`` (with MKL limited to SSE4.2),
-    ``avx2`` and ``avx512``, while a 1% change of any objective coefficient, of ``lr``,
-    ``c_max`` or ``d_lr`` moves some value by at least 3.8e-4 relative (both measured,
-    BENCHMARKS.md): rtol 1e-9 sits five orders of magnitude from each.
+Tier 2, statistical: ``--runs DIR --reference FILE`` tests the final-epoch losses of multi-seed
+runs against a stored reference (a one-sided Welch test per model and metric, Holm over the
+family); setup problems are errors (exit 2), not verdicts. ``results/reference/`` holds references
+built from the committed records.
 
-    A config that differs from the golden file's (a changed preset or default) is a
-    failure with a line naming each changed field, even where the numbers happen to
-    agree; an environment that differs (torch or Python version, machine, CPU
-    capability) is named in one line for information and changes nothing. A row present
-    on one side only is a regression too. On a regression a table (run, epoch, split,
-    column, expected, got, relative change) lists the worst mismatches first and
-    ``bench check`` exits with 1. ``--models`` checks a subset of the objectives.
-    ``bench check --update`` retrains and rewrites the golden file; nothing else writes
-    it. The file's parquet metadata records the environment, the run ids and their
-    configs. Platforms not measured (another torch version, a non-x86 machine) may round
-    float64 differently; where the check fails there with changes near 1e-12 and no
-    config change, remake the golden file on that platform.
-
-Tier 2, statistical
-    ``bench check --runs DIR --reference FILE`` compares the final-epoch train and
-    test loss and reconstruction of a multi-seed run folder (any profile) with a stored
-    reference of the same configuration, in the manner of MLPerf's reference
-    convergence points: per (dataset, model) and metric a one-sided Welch test asks
-    whether the new runs are worse (higher) than the reference, and a test fails when
-    its Holm-adjusted p-value over the whole family is below ``alpha`` (default 0.01).
-    A diverged run in DIR fails its model outright. Setup problems are errors (exit 2)
-    rather than verdicts: a model in DIR that the reference does not cover, a
-    configuration that differs from the reference's, runs still unfinished, or fewer
-    than two seeds on a side; models of the reference that DIR lacks are not tested.
-    ``--update`` stores the reference (JSON) from DIR, whose runs must all be finished.
-    ``results/reference/`` holds references built from the committed records in
-    ``results/records/``, so a user's own runs of those settings are checked out of the box.
+docs/regression-checks.md describes both tiers; BENCHMARKS.md has the measurements behind the
+tolerance.
 """
 
 from __future__ import annotations
@@ -68,19 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.config import RunConfig, resolve
+from bench.config import ADDED_DEFAULTS, RunConfig, resolve
 from bench.errors import BenchError
-from bench.records import (
-    ADDED_DEFAULTS,
-    FINAL_METRICS,
-    PER_DIM_COLUMNS,
-    SCHEMA,
-    final_values,
-    publish_atomic,
-    read_tree,
-)
+from bench.records import FINAL_METRICS, PER_DIM_COLUMNS, SCHEMA, final_values, publish_atomic, read_tree
 from bench.report.stats import holm, welch
-from models.objectives import PRESETS
+from models.presets import PRESETS
 
 # ---------------------------------------------------------------------------
 # Tier 1: the smoke matrix against the golden file

@@ -10,8 +10,8 @@ The data root holds one folder per dataset::
     <root>/dsprites/       optionally dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz
 
 The IDX files may also be uncompressed (same names without ``.gz``). Images are
-kept as uint8 ``N x C x H x W`` tensors with values 0..255; the training engine
-scales each batch to [0, 1].
+kept as uint8 ``N x C x H x W`` tensors with values 0..255; the trainer scales each
+batch to [0, 1]. docs/operations.md says how the data root is found and cached.
 """
 
 from __future__ import annotations

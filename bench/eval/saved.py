@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.config import RunConfig
+from bench.config import ADDED_DEFAULTS, RunConfig
 from bench.data import datasets as data
 from bench.errors import BenchError
-from bench.records import ADDED_DEFAULTS, metrics_path, read_tree, weights_path, write_metrics
+from bench.records import metrics_path, read_tree, weights_path, write_metrics
 from bench.train.trainer import conv_layout
 from models.nets import VAE
 

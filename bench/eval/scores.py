@@ -70,7 +70,7 @@ def metric_rows(config: RunConfig, vae: VAE, truth: GroundTruth, profile: str, l
                 n_jobs: int | None = None) -> list[dict]:
     """The scores of one trained run, as rows of :data:`bench.records.METRICS_SCHEMA`.
 
-    Scoring takes minutes (DCI's trees), so ``log`` gets a line after each step. DCI's factors are
+    Scoring takes minutes (DCI's trees; BENCHMARKS.md), so ``log`` gets a line after each step. DCI's factors are
     fitted in ``n_jobs`` threads, by default torch's thread count, the share of the machine the run
     was given; the scores do not depend on it.
     """

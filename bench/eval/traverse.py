@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import RunConfig
+from bench.config import ACTIVE_KL, RunConfig
 from bench.data import datasets as data
 from bench.errors import BenchError
 from bench.eval import mosaic
 from bench.eval.saved import load_vae
 from bench.eval.scores import encode
-from bench.records import ACTIVE_KL, config_key, config_rank, publish_atomic, read_tree, weights_path
+from bench.records import config_key, config_rank, publish_atomic, read_tree, weights_path
 from bench.writable import check_folders
 from models.nets import VAE
 from models.objectives import gaussian_kl_per_dim

@@ -66,37 +66,27 @@ def stacked_throughput(model: str, runs: int, steps: int = 8, batch_size: int = 
                        cuda_graphs: bool = False, recipe: str = "described") -> float:
     """Images per second of ``runs`` seeds of one objective trained as one stack (random images).
 
-    On the CPU the stack shares torch's threads as ``bench run`` shares a task's (runs side by
-    side, :func:`bench.train.stacks.cpu_workers`).
+    The stack is the one ``bench run`` makes for a task of ``runs`` runs on this many threads
+    (:func:`bench.run.stacks.placement`). It trains two epochs of ``steps`` updates; the second,
+    after Adam's state is allocated (and on a GPU the graph captured), is timed, evaluation aside.
     """
-    from bench.train.stacks import StackedTrainer, cpu_workers
+    from bench.run.stacks import placement
+    from bench.train.stacks import make_stack
 
     threads = torch.get_num_threads()
-    workers, each = cpu_workers(runs, threads) if torch.device(device).type == "cpu" else (1, threads)
+    where = placement(torch.device(device).type, threads, runs, True, cuda_graphs)
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch_size * 2, 1, 32, 32), generator=g, dtype=torch.uint8)
-    configs = [resolve(model, "mnist", seed, "paper", {"batch_size": batch_size}, recipe) for seed in range(runs)]
-    trainer = StackedTrainer(configs, images, images[:batch_size], device, cuda_graphs, workers=workers)
-    index = torch.arange(batch_size, device=trainer.device).expand(runs, batch_size)
-    x = trainer.runs[0].batch_of(trainer.train_images, index)
-    independent = trainer.has_disc and configs[0].perm_batch == "independent"
-    other = trainer.runs[0].batch_of(trainer.train_images, index.flip(1)) if independent else None
-    untimed = 5 if trainer.device.type == "cuda" else 1  # Adam's state; on a GPU also a graph's warm-up and capture
-    caps = trainer.capacities(untimed + steps)
-    torch.set_num_threads(each)
+    images = torch.randint(0, 256, (batch_size * steps, 1, 32, 32), generator=g, dtype=torch.uint8)
+    configs = [resolve(model, "mnist", seed, "paper", {"batch_size": batch_size, "epochs": 2}, recipe)
+               for seed in range(runs)]
+    stack = make_stack(configs, images, images[:batch_size], where)
+    torch.set_num_threads(where.threads)
     try:
-        with trainer.in_parallel():
-            for step in range(untimed):
-                trainer.train_step(x, other, caps[step])
-            _sync(trainer.device)
-            start = time.perf_counter()
-            for step in range(untimed, untimed + steps):
-                trainer.train_step(x, other, caps[step])
-            _sync(trainer.device)
-            seconds = time.perf_counter() - start
+        stack.run_epoch()
+        train_row = stack.run_epoch()[0].rows[0]
     finally:
         torch.set_num_threads(threads)
-    return runs * steps * batch_size / seconds
+    return steps * batch_size / train_row["seconds"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The usual training loop, written plainly: the yardstick ``bench bench`` measures the engine against.
+"""The usual training loop, written plainly: the yardstick ``bench bench --against-usual`` measures ``bench run`` by.
 
 This is how a FactorVAE-style objective is commonly trained: a torchvision-style dataset that
 resizes each image as it is fetched, a ``DataLoader``, a second shuffled loader for the

@@ -37,6 +37,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench.config import ACTIVE_KL, ADDED_DEFAULTS
 from bench.errors import BenchError
 from bench.paper import (
     AUTHOR_CODE,
@@ -50,16 +51,7 @@ from bench.paper import (
     PAPER_TEST_SCALE,
     PLANNED_METRICS,
 )
-from bench.records import (
-    ACTIVE_KL,
-    ADDED_DEFAULTS,
-    FINAL_METRICS,
-    config_rank,
-    final_values,
-    read_metrics,
-    read_tree,
-    weights_path,
-)
+from bench.records import FINAL_METRICS, config_rank, final_values, read_metrics, read_tree, weights_path
 from bench.report.stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 from bench.writable import check_files, check_folders
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.config import RunConfig
-from bench.records import ACTIVE_KL
+from bench.config import ACTIVE_KL, RunConfig
 from bench.train.optim import Adam
 from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import (
@@ -37,7 +36,7 @@ EVAL_BATCH = 1000
 # Order of the terms accumulated on the device during an epoch (one host sync per epoch); each
 # update's term vector is these, followed by the z_dim per-dimension KLs.
 TERMS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
-_DISC_ACC = TERMS.index("disc_acc")
+DISC_ACC = TERMS.index("disc_acc")
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -214,6 +213,24 @@ class Trainer:
             return staircase_capacity(step // self.steps_per_epoch, cfg.c_step, cfg.c_max)
         return capacity(step, cfg.c_max, self.ramp)
 
+    def next_capacities(self, steps: int) -> list[float]:
+        """C(t) of the run's next ``steps`` updates."""
+        return [self.capacity_at(self.step + i) for i in range(steps)]
+
+    def draw_noise(self, eps: torch.Tensor) -> None:
+        """Fill ``eps`` with the next update's reparameterisation noise, as :meth:`gradients` draws it."""
+        torch.randn(eps.shape, generator=self.g_noise, device=self.device, dtype=self.dtype, out=eps)
+
+    def draw_permutation(self, eps: torch.Tensor, keys: torch.Tensor) -> None:
+        """Fill ``eps`` and ``keys`` with the next update's noise of D's permuted codes, as
+        :meth:`permuted_codes` draws them (``keys`` in torch.rand's default dtype)."""
+        torch.randn(eps.shape, generator=self.g_disc, device=self.device, dtype=self.dtype, out=eps)
+        torch.rand(keys.shape, generator=self.g_disc, device=self.device, out=keys)
+
+    def count_update(self) -> None:
+        """Count an update made outside :meth:`train_step` (by a vectorised stack) as the run's own."""
+        self.step += 1
+
     def recon_per_image(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) per image: from logits, or as the author's sigmoid and torch 0.4 cross-entropy give it."""
         return bernoulli_nll_of_probs(logits, x) if self.config.nets == "author" else bernoulli_nll(logits, x)
@@ -235,7 +252,7 @@ class Trainer:
         terms = self.gradients(x, x_other)
         self.opt.step()
         if self._joint_logits is not None:
-            terms[_DISC_ACC] = self._disc_gradients(self._joint_logits, self.permuted_codes(x))
+            terms[DISC_ACC] = self._disc_gradients(self._joint_logits, self.permuted_codes(x))
             self._joint_logits = None
         if self.disc is not None:
             self.d_opt.step()
@@ -355,27 +372,31 @@ class Trainer:
     def epoch_means(self, totals: torch.Tensor) -> torch.Tensor:
         return totals / (self.epoch_images / self.config.batch_size)
 
-    def run_epoch(self) -> EpochResult:
-        cfg = self.config
-        start = time.perf_counter()
+    def train_epoch(self) -> list[float]:
+        """One epoch of updates; returns the epoch's mean terms (TERMS, then the per-dimension KLs)."""
         order, other = self.epoch_orders()
-        totals = torch.zeros(len(TERMS) + cfg.z_dim, device=self.device, dtype=torch.float64)
+        totals = torch.zeros(len(TERMS) + self.config.z_dim, device=self.device, dtype=torch.float64)
         for lo, hi in self.bounds:
             x = self.batch_of(self.train_images, order[lo:hi])
             x_other = self.batch_of(self.train_images, other[lo:hi]) if other is not None else None
             self.add_terms(totals, self.train_step(x, x_other), hi - lo)
-        train = split_terms(self.epoch_means(totals).tolist())
-        train_seconds = time.perf_counter() - start
+        return self.epoch_means(totals).tolist()
+
+    def end_epoch(self, train_means: list[float], train_seconds: float) -> EpochResult:
+        """Close an epoch trained with ``train_means``: evaluate on the test split and make its two rows."""
         self.epoch += 1
         eval_start = time.perf_counter()
         test = self.evaluate()
-        eval_seconds = time.perf_counter() - eval_start
         rows = [
-            self._row("train", train, self.epoch_images, train_seconds),
-            self._row("test", test, len(self.test_images), eval_seconds),
+            self._row("train", split_terms(train_means), self.epoch_images, train_seconds),
+            self._row("test", test, len(self.test_images), time.perf_counter() - eval_start),
         ]
-        diverged = not all(math.isfinite(r["loss"]) for r in rows)
-        return EpochResult(self.epoch, rows, diverged)
+        return EpochResult(self.epoch, rows, not all(math.isfinite(r["loss"]) for r in rows))
+
+    def run_epoch(self) -> EpochResult:
+        start = time.perf_counter()
+        means = self.train_epoch()
+        return self.end_epoch(means, time.perf_counter() - start)
 
     def _row(self, split: str, terms: dict, n_images: int, seconds: float) -> dict:
         cfg, obj = self.config, self.objective
