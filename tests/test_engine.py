@@ -8,7 +8,6 @@ import torch
 from bench.config import resolve
 from bench.train.trainer import Trainer, conv_layout, exact_float32, stream_seed, train
 from models.objectives import (
-    PRESETS,
     bernoulli_nll,
     capacity,
     discriminator_loss,
@@ -16,6 +15,7 @@ from models.objectives import (
     permute_dims,
     total_correlation,
 )
+from models.presets import PRESETS
 
 MODELS = list(PRESETS)
 

@@ -11,7 +11,7 @@ from bench.run.stacks import cpu_workers
 from bench.train.placement import Placement
 from bench.train.stacks import LockstepStack, VectorisedStack, make_stack, run_states
 from bench.train.trainer import Trainer, train
-from models.objectives import Objective
+from models.presets import Objective
 
 COLUMNS = ("loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc")
 
@@ -138,10 +138,8 @@ def test_a_lockstep_stack_trains_at_least_one_run_at_a_time():
         build([small("vae", 0)], images(32), images(16), vectorised=False, workers=0)
 
 
-def test_a_stack_is_vectorised_on_a_gpu_only():
+def test_a_cpu_placement_makes_a_lockstep_stack():  # which placements are vectorised: tests/test_placement.py
     assert isinstance(make_stack([small("vae", 0)], images(32), images(16), Placement("cpu")), LockstepStack)
-    assert Placement("cuda").vectorised and not Placement("cpu").vectorised
-    assert not Placement("cuda", stacked=False).vectorised  # --no-stack: every run its own solo updates
 
 
 def test_a_vectorised_stack_weighs_each_runs_terms_by_its_own_coefficients():

@@ -450,7 +450,6 @@ def check_exact(golden: Path, data_root: Path, update: bool = False, models=None
 REFERENCE_FORMAT = "bench.reference/1"
 ALPHA = 0.01
 # The final-epoch values stored per seed and tested.
-METRICS = FINAL_METRICS
 
 
 def _final_values(runs_dir: Path) -> pd.DataFrame:
@@ -494,7 +493,7 @@ def build_reference(runs_dir: Path) -> dict:
             "model": model,
             "config": json.loads(group["config"].iloc[0]),
             "seeds": [int(s) for s in group["seed"]],
-            "values": {key: [float(v) for v in group[key]] for key, _, _ in METRICS},
+            "values": {key: [float(v) for v in group[key]] for key, _, _ in FINAL_METRICS},
         })
     return {"format": REFERENCE_FORMAT, "source": str(runs_dir),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": entries}
@@ -516,7 +515,7 @@ def read_reference(path: Path) -> dict:
         entries = reference["entries"] if reference["format"] == REFERENCE_FORMAT else None
         valid = bool(entries) and all(
             isinstance(e["config"], dict) and all(len(e["values"][k]) >= 2 and all(math.isfinite(v) for v in e["values"][k])
-                                                  for k, _, _ in METRICS)
+                                                  for k, _, _ in FINAL_METRICS)
             for e in entries)
     except (OSError, ValueError, KeyError, TypeError):
         valid = False
@@ -578,7 +577,7 @@ def compare_reference(reference: dict, runs_dir: Path, alpha: float = ALPHA) -> 
         if n_diverged:
             tests.append({"dataset": dataset, "model": model, "metric": "diverged", "ref": np.array([]),
                           "new": np.array([]), "p": math.nan, "diverged": n_diverged})
-        for key, _, _ in METRICS:
+        for key, _, _ in FINAL_METRICS:
             ref = np.asarray(entries[(dataset, model)]["values"][key], dtype=float)
             new = finished[key].to_numpy(dtype=float)
             p = math.nan  # untested: too few finished seeds left beside diverged ones

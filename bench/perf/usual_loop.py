@@ -25,7 +25,8 @@ from torchvision import transforms
 from bench.config import resolve
 from bench.data import datasets as data
 from models.nets import VAE, Discriminator
-from models.objectives import PRESETS, bernoulli_nll, capacity, gaussian_kl, permute_dims, total_correlation
+from models.objectives import bernoulli_nll, capacity, gaussian_kl, permute_dims, total_correlation
+from models.presets import PRESETS
 
 
 class ResizedMNIST(Dataset):

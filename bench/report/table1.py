@@ -69,7 +69,7 @@ HEADERS = {
     "test_recon": "Test recon error",
 }
 # Table 1's columns, in the order of the final values the records give (bench.records.FINAL_METRICS).
-METRICS = tuple((key, HEADERS[key]) for key, _, _ in FINAL_METRICS)
+TABLE1_COLUMNS = tuple((key, HEADERS[key]) for key, _, _ in FINAL_METRICS)
 ALPHA = 0.05
 POWER = 0.8
 # What loss - recon holds per recipe: each objective's terms beside the reconstruction.
@@ -178,7 +178,7 @@ def paper_ratios() -> dict[tuple[str, str], float]:
 
 def paper_on_our_scale(model: str) -> dict[str, float]:
     """The paper's Table 1 row per metric key, its test columns times :data:`PAPER_TEST_SCALE`."""
-    printed = dict(zip((key for key, *_ in METRICS), PAPER_TABLE1[model]))
+    printed = dict(zip((key for key, *_ in TABLE1_COLUMNS), PAPER_TABLE1[model]))
     return {key: value * PAPER_TEST_SCALE if key.startswith("test_") else value for key, value in printed.items()}
 
 
@@ -194,7 +194,7 @@ def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         The ``runs`` columns plus ``config_key`` (the config minus the seed), ``recipe``
-        (the config's), ``in_table`` and, for each metric key of :data:`METRICS`, the
+        (the config's), ``in_table`` and, for each metric key of :data:`TABLE1_COLUMNS`, the
         value and ``<key>_epoch``. A finished or running run gives its values at the last
         epoch recorded for the split; a diverged run gives, per metric, the last finite value.
         ``in_table`` marks, per (dataset, recipe, model), the runs of the configuration with
@@ -250,14 +250,14 @@ def summarise(finals: pd.DataFrame) -> pd.DataFrame:
                 "n_diverged": int((runs["status"] == "diverged").sum()),
                 "n_unfinished": int((~runs["status"].isin(["finished", "diverged"])).sum()),
             }
-            for key, *_ in METRICS:
+            for key, *_ in TABLE1_COLUMNS:
                 values = done[key].to_numpy(dtype=float)
                 values = values[np.isfinite(values)]
                 row[f"{key}_mean"] = values.mean() if values.size else np.nan
                 row[f"{key}_sd"] = values.std(ddof=1) if values.size > 1 else np.nan
                 row[f"{key}_n"] = values.size
             scaled = paper_on_our_scale(model) if model in PAPER_TABLE1 else {}
-            for key, value in zip((m[0] for m in METRICS), PAPER_TABLE1.get(model, (np.nan,) * 4)):
+            for key, value in zip((m[0] for m in TABLE1_COLUMNS), PAPER_TABLE1.get(model, (np.nan,) * 4)):
                 row[f"paper_{key}"] = value
                 row[f"paper_scaled_{key}"] = scaled.get(key, np.nan)
                 row[f"diff_{key}"] = row[f"{key}_mean"] - row[f"paper_scaled_{key}"]
@@ -468,13 +468,13 @@ def _other_configs(mine: pd.DataFrame) -> list[str]:
 
 
 def _table1_markdown(summary: pd.DataFrame) -> list[str]:
-    headers = [HEADERS[key] for key, *_ in METRICS]
+    headers = [HEADERS[key] for key, *_ in TABLE1_COLUMNS]
     lines = [
         "| Model | " + " | ".join(headers) + " | Diverged (excluded) | Trained on |",
         "|---" * (3 + len(headers)) + "|",
     ]
     for row in summary.to_dict("records"):
-        ours = [_cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in METRICS]
+        ours = [_cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in TABLE1_COLUMNS]
         lines.append(f"| {row['label']} | " + " | ".join(ours) + f" | {row['n_diverged']} | {row['trained_on']} |")
     return lines
 
@@ -500,7 +500,7 @@ def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
     ]
     paper_rows = [r for r in summary.to_dict("records") if r["model"] in PAPER_TABLE1]
     for row in paper_rows:
-        for key, header in METRICS:
+        for key, header in TABLE1_COLUMNS:
             scaled = f"{row[f'paper_scaled_{key}']:.2f}" + (f" (× {PAPER_TEST_SCALE:g})" if key.startswith("test_") else "")
             diff = "—" if pd.isna(row[f"diff_{key}"]) else f"{row[f'diff_{key}']:+.2f}"
             lines.append(f"| {row['label']} | {header} | {_cell(row[f'{key}_mean'], row[f'{key}_sd'], row[f'{key}_n'])} "
@@ -640,13 +640,13 @@ def _excluded_runs(section: pd.DataFrame) -> list[str]:
         ]
     diverged = mine[mine["status"] == "diverged"]
     if len(diverged):
-        headers = [HEADERS[key] for key, *_ in METRICS]
+        headers = [HEADERS[key] for key, *_ in TABLE1_COLUMNS]
         lines += ["", "#### Diverged runs (excluded from the means; last finite value and its epoch)", "",
                   "| Model | Seed | Epochs done | " + " | ".join(headers) + " | Table's configuration |",
                   "|---" * (4 + len(headers)) + "|"]
         for r in diverged.to_dict("records"):
             values = [
-                "none finite" if pd.isna(r[k]) else f"{r[k]:.2f} (epoch {r[f'{k}_epoch']})" for k, *_ in METRICS
+                "none finite" if pd.isna(r[k]) else f"{r[k]:.2f} (epoch {r[f'{k}_epoch']})" for k, *_ in TABLE1_COLUMNS
             ]
             lines.append(f"| {r['model']} | {r['seed']} | {r['epochs_done']}/{r['epochs']} | " + " | ".join(values) + f" | {_where(r)} |")
     others = _other_configs(section)

@@ -1,31 +1,9 @@
 """The paper's matrix in one command: train it, report it, and log how long it took.
 
-``python -m bench.run.paper_matrix`` runs ``bench run --models all --seeds 5 --profile paper``
-(the five objectives x 5 seeds x 50 epochs of full MNIST), then ``bench report`` on those
-records, and appends a dated section with the machine, torch version, wall time and the
-commands to BENCHMARKS.md. It is meant for a GPU with limited time: every stack checkpoints at
-each epoch end (or every ``--checkpoint-every`` epochs), so calling it again after a cut-off (on
-the same machine, with the same ``--out``) skips what is finished and continues the rest from
-its last checkpoint, and the report is only written once every run has finished. On one H200, with CUDA graphs, the matrix takes
-about 9.5 minutes with start-up (BENCHMARKS.md, measured to epoch 38 of 50), so on a lent GPU give
-it a whole 10-minute call, or be ready to call it again at once: a resume needs the same machine.
-
-On a lent GPU machine, from the repository root, with the MNIST files copied into the
-git-ignored ``local-data/mnist/``; a device call brings back at most 8 files of 16 MB from
-``$OUT``, two folders deep, so the records come back as one archive (without weights,
-checkpoints and locks) and seed 0's discriminator-model weights as another::
-
-    pip install --no-deps -e . && BENCH_DATA=local-data python -m bench.run.paper_matrix --device cuda \
-        --checkpoint-every 10 --out /tmp/m/mnist-paper --report /tmp/m/report/table1.md \
-        --benchmarks /tmp/m/BENCHMARKS-section.md
-    tar czf $OUT/records.tgz --exclude=_weights --exclude=_checkpoints --exclude=_locks -C /tmp/m .
-    tar czf $OUT/weights-seed0.tgz -C /tmp/m mnist-paper/mnist/factorvae/seed-0/_weights \
-        mnist-paper/mnist/cfactorvae/seed-0/_weights
-
-then, here: the records go to ``results/records/mnist-paper/``, the 5-epoch report moves
-beside the new one, ``bench report --runs results/records/mnist-paper --out results/table1.md``,
-and the section is appended to BENCHMARKS.md. Smaller settings (``--profile smoke --seeds 2
---device cpu``) exercise the same path on a CPU.
+``python -m bench.run.paper_matrix`` runs ``bench run --models all --seeds 5 --profile paper``, then
+``bench report`` once every run has finished, and appends a dated section with the machine, torch
+version, wall time and commands to BENCHMARKS.md. Called again after a cut-off, it resumes from the
+last checkpoints. Meant for a GPU with limited time: docs/gpu.md has the commands for a lent machine.
 """
 
 from __future__ import annotations

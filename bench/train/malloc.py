@@ -3,8 +3,8 @@
 Every update frees and allocates again the same tens of megabytes (activations, gradients,
 the decoder's feature maps). With glibc's defaults, blocks above a moving threshold are mapped
 from the kernel and unmapped on free, and free memory at the top of the heap is given back,
-so each update faults in freshly zeroed pages: about 6,000 page faults per VAE update at batch
-64 on 2 CPU cores, about a quarter of its time (BENCHMARKS.md). Fixed thresholds keep that memory in
+so each update faults in freshly zeroed pages, a good part of its time on a small CPU
+(BENCHMARKS.md). Fixed thresholds keep that memory in
 the heap; the process's peak is unchanged, it is simply not given back until exit.
 """
 

@@ -2,8 +2,8 @@
 
 ``torch.optim.Adam`` wraps its methods in ``torch._disable_dynamo``, which imports
 ``torch._dynamo`` at the first call, and ``torch.use_deterministic_algorithms`` imports
-``torch._inductor``: together 1.9 s of every training process's startup on a 2-core machine
-(BENCHMARKS.md), for a compiler the harness never uses. :class:`Adam` keeps the same state
+``torch._inductor``: seconds of every training process's startup (BENCHMARKS.md) for a compiler
+the harness never uses. :class:`Adam` keeps the same state
 and reads and writes ``torch.optim.Adam``'s ``state_dict`` layout. On a GPU it calls the same
 functional kernel (``torch.optim.adam.adam``) with the same settings; on the CPU it makes the
 same tensor operations in the same order, but writes the denominator into a buffer kept

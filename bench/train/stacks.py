@@ -30,7 +30,8 @@ from bench.config import STACK_FIELDS, RunConfig, stack_key
 from bench.train.graphs import CapturedStep
 from bench.train.placement import Placement
 from bench.train.trainer import DISC_ACC, TERMS, EpochResult, Trainer, adam
-from models.objectives import Objective, discriminator_loss, gaussian_kl, gaussian_kl_per_dim, total_correlation
+from models.objectives import discriminator_loss, gaussian_kl, gaussian_kl_per_dim, total_correlation
+from models.presets import Objective
 
 
 class Stack(Protocol):

@@ -1,7 +1,7 @@
-"""Train one run and yield its records epoch by epoch.
+"""One run's training: its networks, optimisers and random streams, advanced one epoch at a time.
 
-The engine knows nothing of files or the CLI: it takes a resolved RunConfig and the
-dataset's tensors, and yields one ``EpochResult`` per epoch (a train row, a test row).
+It knows nothing of files or the CLI: it takes a resolved RunConfig and the dataset's tensors,
+and gives one ``EpochResult`` per epoch (a train row, a test row).
 Randomness comes from separate seeded ``torch.Generator`` streams, so a run is bitwise
 repeatable and seed k draws the same data order for every objective.
 """
@@ -19,7 +19,6 @@ from bench.config import ACTIVE_KL, RunConfig
 from bench.train.optim import Adam
 from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import (
-    Objective,
     bernoulli_nll,
     bernoulli_nll_of_probs,
     capacity,
@@ -31,6 +30,7 @@ from models.objectives import (
     staircase_capacity,
     total_correlation,
 )
+from models.presets import Objective
 
 EVAL_BATCH = 1000
 # Order of the terms accumulated on the device during an epoch (one host sync per epoch); each
@@ -53,8 +53,8 @@ def adam(params, lr: float, betas: tuple[float, float], device: torch.device) ->
     """Adam as every trainer here builds it: on a GPU ``capturable``, so that a CUDA graph can replay it.
 
     A capturable Adam works out its bias corrections on the device in float32 rather than in
-    Python floats, which moves the first updates by about 1e-5 relative: enough to make a run
-    part from a non-capturable one within a few updates. Using it for every GPU run, graphed or
+    Python floats, which is enough to make a run part from a non-capturable one within a few
+    updates. Using it for every GPU run, graphed or
     not, keeps all GPU runs on one arithmetic.
     """
     return Adam(params, lr=lr, betas=betas, capturable=device.type == "cuda")
