@@ -1,9 +1,34 @@
-"""The objectives' coefficients and the names of the networks' kinds: what a run's configuration
-chooses among, without torch.
+"""The objectives as presets of one loss, and the names of the networks' kinds, without torch.
 
-:mod:`models.objectives` (whose docstring tells where each coefficient comes from) and
-:mod:`models.nets` take these from here; the configuration, ``bench report`` and ``bench check``
-import this module rather than those, so that they start without loading torch.
+Every objective of the paper is a special case of
+
+    loss = recon + w_kl * KL + w_cap * |KL - C(t)| + gamma * TC
+
+where each term is a per-image sum averaged over the batch, ``recon`` is the
+Bernoulli negative log-likelihood, ``KL`` is KL(q(z|x) || N(0, I)) in closed
+form, ``C(t)`` is the controlled capacity at update ``t`` and ``TC`` is the
+discriminator's density-ratio estimate of the total correlation.
+
+=============  =====  =====  =====  ==========================================
+objective      w_kl   w_cap  gamma  source
+=============  =====  =====  =====  ==========================================
+vae            1      0      0      paper Eq. 4 (Kingma & Welling 2013)
+betavae        4      0      0      paper Eq. 5 (Higgins et al. 2016, beta=4)
+cvae           0      1      0      paper Eq. 9, the paper's own weight (below)
+factorvae      1      0      6.4    paper Eq. 10-11 (Kim & Mnih 2018, gamma=6.4)
+cfactorvae     0      1      6.4    paper Eq. 12 (weight 1 on |KL - C| as written)
+cvae-burgess   0      1000   0      Burgess et al. (2018), gamma=1000; not in the paper
+=============  =====  =====  =====  ==========================================
+
+Why ``cvae`` has weight 1, not Burgess et al.'s 1000: the paper's Table 1 gives train
+loss minus train recon loss of 0.86 nats for its CVAE (125.75 - 124.89) and 0.67 for
+CFactorVAE, whose Eq. 12 is Eq. 9 with weight 1 plus gamma TC. With weight 1000 that
+difference is 1000 * |KL - C|, and |KL - C| on a minibatch never stays below about
+0.1 nats, so it is hundreds of nats (483 in our 5-epoch MNIST runs). With weight 1 it is
+|KL - C| itself, about 1 nat: the paper's CVAE used a weight near 1.
+
+The configuration, ``bench report`` and ``bench check`` import this module rather than
+:mod:`models.objectives` and :mod:`models.nets`, so that they start without loading torch.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Every case runs `bench` against its own copy of a records folder that holds a killed run (a
 record after its first epoch, a checkpoint, the checkpoint's index, the dead runner's lock file)
-and checks, byte for byte, that every file there is unchanged afterwards. The first table runs a
-real process per case; the later tables call the CLI's ``main`` in this process, one test id per
-case, and take a real process only where one is needed (a signal, a user without root's powers).
+and checks, byte for byte and by modification time, that every file there is unchanged afterwards.
+A case calls the CLI's ``main`` in this process, one test id per case, and takes a real process
+only where it needs one (a limit or a thread that binds its whole process, a signal, a user
+without root's powers), through ``support.run_bench``.
 """
 
 import gzip
@@ -16,38 +17,29 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
-from support import DATA_ROOT, KILLER, REPO, needs_mnist, record_meta
+from support import DATA_ROOT, REPO, TEST_ENV, needs_mnist, record_meta, run_bench
 
 from bench.cli import main
-from bench.records import ADDED_DEFAULTS, CONFIG_FIELDS, META_FIELDS, META_KEY, checkpoint_dir, run_files, write_run
+from bench.config import ADDED_DEFAULTS
+from bench.records import CONFIG_FIELDS, META_FIELDS, META_KEY, checkpoint_dir, read_meta, run_files, write_run
+from bench.run.locks import lock_path
 
 pytestmark = needs_mnist
 
 PLAN = ["--models", "vae", "--seeds", "1", "--profile", "smoke", "--epochs", "3", "--threads", "1"]
 
 
-def env():
-    return {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
-
-
 @pytest.fixture(scope="module")
 def killed_folder(tmp_path_factory):
     """A records folder as a kill in the second epoch leaves it."""
     out = tmp_path_factory.mktemp("killed") / "runs"
-    result = subprocess.run([sys.executable, "-c", KILLER, "step", "6", "run", *PLAN, "--out", str(out)],
-                            capture_output=True, text=True, env=env(), cwd=REPO, timeout=600)
+    result = run_bench("run", *PLAN, "--out", out, killer=("step", 6))
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert len(run_files(out)) == 1 and len(list(checkpoint_dir(out).glob("*.pt"))) == 1
     return out
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def damage_checkpoint(out, tmp):
@@ -65,9 +57,7 @@ def garble_index(out, tmp):
 
 
 def garble_lock(out, tmp):
-    dry = subprocess.run([sys.executable, "-m", "bench.cli", "run", *PLAN, "--out", str(out), "--dry-run"],
-                         capture_output=True, text=True, env=env(), cwd=REPO)
-    lock = out / "_locks" / f"{dry.stdout.split()[1]}.lock"
+    lock = lock_path(out, read_meta(run_files(out)[0])["run_id"])  # the plan's one run is the killed one
     lock.parent.mkdir(exist_ok=True)
     lock.write_text("\x00\x13 garbage")
 
@@ -98,7 +88,7 @@ def idx_copy(change):
         for f in (DATA_ROOT / "mnist").glob("*.gz"):
             shutil.copy(f, folder / f.name)
         images = folder / "train-images-idx3-ubyte.gz"
-        images.write_bytes(gzip.compress(change(gzip.decompress(images.read_bytes()))))
+        images.write_bytes(gzip.compress(change(gzip.decompress(images.read_bytes())), compresslevel=1))
     return setup
 
 
@@ -108,8 +98,16 @@ def fill_disk_at(limit):
     return limit_file_size
 
 
-# (id, command after `bench`, setup(out, tmp), text the one line must hold, preexec for the process).
-# A failure found only once training is under way ends the progress lines with the one error line.
+@dataclass(frozen=True)
+class OwnProcess:
+    """Why a case runs as a real process, and what the child does before bench starts."""
+
+    why: str
+    preexec_fn: object = None
+    midway: bool = False  # found once training is under way: the progress lines come before the one error line
+
+
+# (id, command after `bench`, setup(out, tmp), text the one line must hold, OwnProcess or None for this process).
 CASES = [
     ("unknown model", ["run", "--models", "vea"], None, "unknown model 'vea'", None),
     ("unknown dataset", ["run", "--datasets", "mnsit"], None, "unknown dataset 'mnsit'", None),
@@ -135,9 +133,10 @@ CASES = [
      "train-images-idx3-ubyte.gz is corrupt", None),
     ("IDX of a wrong length", ["run", "--data-root", "{tmp}/data"], idx_copy(lambda b: b[:-784]),
      "train-images-idx3-ubyte.gz is corrupt", None),
-    ("disk full during a publish", ["run"], None, "cannot write to", fill_disk_at(1_000_000)),
+    ("disk full during a publish", ["run"], None, "cannot write to",
+     OwnProcess("a file-size limit binds the whole process it is set in", fill_disk_at(1_000_000), midway=True)),
     ("unreachable scheduler", ["run", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"], None,
-     "cannot reach a Dask scheduler", None),
+     "cannot reach a Dask scheduler", OwnProcess("a refused Dask client leaves its IO loop thread running")),
     ("dask without a scheduler", ["run", "--backend", "dask"], None, "--backend dask and --scheduler ADDRESS go together", None),
     ("unknown backend", ["run", "--backend", "spark"], None, "--backend spark", None),
     ("bad resources", ["run", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9", "--resources", "GPU"], None,
@@ -146,39 +145,41 @@ CASES = [
 ]
 
 
-def run_case(case, folder, tmp):
-    name, command, setup, message, preexec = case
-    tmp.mkdir()
-    out = tmp / "runs"
-    shutil.copytree(folder, out)
-    if setup:
-        setup(out, tmp)
-    before = snapshot(tmp)
+def case_args(command, out, tmp):
+    """A case's command in full: a run gets the plan and ``--out``, and the case's own options come last and win."""
     args = [a.format(out=out, tmp=tmp) for a in command]
-    if args[0] == "run":  # the case's own options come last and win
-        args = ["run", *PLAN, "--out", str(out), *args[1:]]
-    result = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env(),
-                            cwd=REPO, timeout=300, preexec_fn=preexec)
-    problems = []
-    if result.returncode != 2:
-        problems.append(f"exit {result.returncode}")
+    return ["run", *PLAN, "--out", str(out), *args[1:]] if args[0] == "run" else args
+
+
+# In the fast tier (-m fast) but for the cases that write a changed copy of MNIST's training images first.
+@pytest.mark.parametrize("command, setup, message", [
+    pytest.param(*c[1:4], id=c[0], marks=() if c[0].startswith("IDX ") else pytest.mark.fast)
+    for c in CASES if c[4] is None])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, capsys, command, setup, message):
+    out = case / "runs"
+    if setup:
+        setup(out, case)
+    check_refused(case, case_args(command, out, case), capsys, message)
+
+
+@pytest.mark.parametrize("command, setup, message, process", [pytest.param(*c[1:], id=c[0]) for c in CASES if c[4]])
+def test_bad_input_in_a_process_of_its_own_is_one_line_exit_2_and_loses_nothing(killed_folder, tmp_path, command,
+                                                                                 setup, message, process):
+    out = tmp_path / "runs"
+    shutil.copytree(killed_folder, out)
+    if setup:
+        setup(out, tmp_path)
+    # Training under way takes over the dead runner's lock and drops it when it stops.
+    def kept(files):
+        return {k: v for k, v in files.items() if not (process.midway and k.startswith("runs/_locks/"))}
+
+    before = kept(stamped(tmp_path))
+    result = run_bench(*case_args(command, out, tmp_path), timeout=300, preexec_fn=process.preexec_fn)
     lines = result.stderr.splitlines()
-    midway = preexec is not None
-    if (len(lines) != 1 and not midway) or not lines or not lines[-1].startswith("bench: error: ") \
-            or message not in lines[-1] or "Traceback" in result.stderr:
-        problems.append(f"stderr {result.stderr[-600:]!r}")
-    after = {k: v for k, v in snapshot(tmp).items() if not k.startswith(("runs/_locks/", "t.md"))}
-    if {k: v for k, v in before.items() if not k.startswith("runs/_locks/")} != after:
-        problems.append("files changed")
-    return name, problems
-
-
-def test_every_bad_input_is_one_line_exit_2_and_loses_nothing(killed_folder, tmp_path):
-    assert len(CASES) >= 20
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        outcomes = list(pool.map(lambda i: run_case(CASES[i], killed_folder, tmp_path / f"case-{i}"), range(len(CASES))))
-    failures = {name: problems for name, problems in outcomes if problems}
-    assert not failures, json.dumps(failures, indent=1)
+    assert result.returncode == 2, result.stderr[-600:]
+    assert lines and "Traceback" not in result.stderr and (process.midway or len(lines) == 1), result.stderr[-600:]
+    assert lines[-1].startswith("bench: error: ") and message in lines[-1], lines[-1]
+    assert kept(stamped(tmp_path)) == before
 
 
 # --------------------------------------------------------------------------- in-process cases
@@ -203,7 +204,7 @@ def bench_here(args, capsys):
 @pytest.fixture
 def case(killed_folder, tmp_path, monkeypatch):
     """A copy of the killed folder at ``tmp/runs``, and the environment of the real process cases."""
-    for key, value in env().items():
+    for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     shutil.copytree(killed_folder, tmp_path / "runs")
     return tmp_path
@@ -308,6 +309,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command, setup, message", [pytest.param(*c[1:], id=c[0]) for c in REFUSED])
 def test_a_refused_command_is_one_line_exit_2_and_changes_nothing(case, capsys, command, setup, message):
     if setup:
@@ -348,6 +350,7 @@ def make_unwritable(tmp, relative, how, immutable):
     return target
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command, relative, how", [pytest.param(run_args(), path, how, id=f"run: {name}")
                                                      for name, path, how in RUN_PATHS]
                          + [pytest.param(REPORT, path, how, id=f"report: {name}") for name, path, how in REPORT_PATHS])
@@ -380,6 +383,7 @@ def meta_cases():
     return [pytest.param(*c[1:], id=c[0]) for c in cases]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("where, key, value, refused", meta_cases())
 def test_metadata_is_validated_as_a_whole(case, capsys, where, key, value, refused):
     from bench.records import read_meta
@@ -399,6 +403,7 @@ def test_metadata_is_validated_as_a_whole(case, capsys, where, key, value, refus
         read_meta(run_files(case / "runs")[0])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("change, message", [
     pytest.param(lambda meta: {**meta, "threads": "1"}, "field 'threads' is a string, not an integer", id="a string count"),
     pytest.param(lambda meta: {**meta, "note": 1}, "has an unknown field 'note'", id="an unknown field"),
@@ -420,6 +425,7 @@ def test_the_refusal_names_what_is_wrong(case, capsys, change, message):
     check_refused(case, REPORT, capsys, message)
 
 
+@pytest.mark.fast
 def test_every_committed_record_reads():
     from bench.records import read_meta
 
@@ -432,14 +438,18 @@ def test_every_committed_record_reads():
 # --------------------------------------------------------------------------- where a real process is needed
 
 
-def without_root(command):
-    """``command`` run as a user whom file modes bind: root without the capabilities that override them."""
+def without_root():
+    """The words that run a command as a user whom file modes bind: root without the capabilities that override them.
+
+    File modes do not bind root, and this process cannot drop its own capabilities and go on, so the
+    command needs a process of its own.
+    """
     if os.geteuid() != 0:
-        return command
+        return []
     drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
     if shutil.which("setpriv") is None or subprocess.run([*drop, "true"]).returncode:
         pytest.skip("setpriv cannot drop root's capabilities here")
-    return [*drop, *command]
+    return drop
 
 
 @pytest.mark.parametrize("command, mode_of, message", [
@@ -453,8 +463,7 @@ def test_a_path_that_file_modes_forbid_is_refused(killed_folder, tmp_path, comma
     target.chmod(0o555 if target.is_dir() else 0o444)
     before = stamped(tmp_path)
     args = [a.format(tmp=tmp_path) for a in command]
-    result = subprocess.run(without_root([sys.executable, "-m", "bench.cli", *args]), capture_output=True, text=True,
-                            env=env(), cwd=REPO, timeout=300)
+    result = run_bench(*args, prefix=without_root(), timeout=300)
     lines = result.stderr.splitlines()
     assert (result.returncode, len(lines)) == (2, 1), result.stderr[-600:]
     assert message.format(tmp=tmp_path) in lines[0]
@@ -467,8 +476,7 @@ def test_sigterm_mid_epoch_ends_like_ctrl_c_and_loses_nothing(killed_folder, tmp
     from bench.records import verify_checkpoint
 
     out = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-c", KILLER, "step", "6", "run", *PLAN, "--out", str(out)],
-                            capture_output=True, text=True, env={**env(), "KILL_SIGNAL": "SIGTERM"}, cwd=REPO, timeout=600)
+    result = run_bench("run", *PLAN, "--out", out, killer=("step", 6), env={"KILL_SIGNAL": "SIGTERM"})
     assert result.returncode == 143, result.stderr[-600:]
     assert result.stderr.splitlines()[-1] == "bench: terminated (SIGTERM)" and "Traceback" not in result.stderr
     assert list((out / "_locks").iterdir()) == []  # released, as after Ctrl-C
@@ -508,6 +516,7 @@ def test_a_finished_record_with_a_nan_loss_counts_as_diverged_in_the_report(tmp_
     assert (vae["n_finished"], vae["n_diverged"], vae["train_loss_n"], vae["train_loss_mean"]) == (1, 1, 1, 100.0)
 
 
+@pytest.mark.fast
 def test_a_finished_record_with_a_nan_loss_fails_its_model_in_bench_check(tmp_path):
     from bench.check import regression as check
 
@@ -518,7 +527,7 @@ def test_a_finished_record_with_a_nan_loss_fails_its_model_in_bench_check(tmp_pa
 
 
 def test_more_busy_threads_than_cores_gets_a_warning(tmp_path, capsys, monkeypatch):
-    for key, value in env().items():
+    for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     code, lines = bench_here(["run", *PLAN, "--epochs", "1", "--threads", "2", "--out", tmp_path / "runs"], capsys)

@@ -9,23 +9,20 @@ to SSE4.2), so the verdicts hold whichever ISA wrote the golden file.
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
-from support import DATA_ROOT, REPO, needs_mnist, record_meta
+from support import DATA_ROOT, REPO, needs_mnist, record_meta, run_bench
 
 from bench import config
 from bench.check import regression as check
 from bench.cli import main
 from bench.errors import BenchError
 from bench.records import run_path, write_run
-from models.objectives import PRESETS
+from models.presets import PRESETS
 
 GOLDEN = REPO / "results" / "baseline" / "smoke.parquet"
 # Kernels picked for this CPU, and the generic ones any x86-64 CPU runs.
@@ -35,13 +32,6 @@ ISAS = {
 }
 COEFFICIENTS = [(model, name) for model, objective in PRESETS.items() for name in ("w_kl", "w_cap", "gamma")
                 if getattr(objective, name)]
-
-
-def bench(*args, isa="native", prelude=""):
-    """``bench ARGS`` in a fresh interpreter, after running ``prelude`` there (e.g. to change a preset)."""
-    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1", **ISAS[isa]}
-    code = f"{prelude}\nfrom bench.cli import main\nmain({list(args)!r})"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +60,21 @@ def where(rows, model, seed, epoch, split):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_the_tolerance_is_one_hair_for_every_float_column():
     floats = {"loss", "recon", "kl", "tc", "capacity", "capacity_gap", "disc_acc"}
     assert {c: check.TOLERANCE[c] for c in floats} == {c: check.Tolerance(1e-9, 1e-12) for c in floats}
     assert check.TOLERANCE["step"] == check.TOLERANCE["n_images"] == check.Tolerance(0.0, 0.0)
 
 
+@pytest.mark.fast
 def test_the_smoke_matrix_is_every_preset_in_float64():
     configs = check.smoke_configs()
     assert [(c.model, c.seed) for c in configs] == [(m, s) for m in PRESETS for s in (0, 1)]
     assert {c.dtype for c in configs} == {"float64"} and {c.epochs for c in configs} == {2}
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_the_golden_file_covers_the_smoke_matrix(golden):
     rows, meta = golden
@@ -211,6 +204,7 @@ def test_update_writes_the_golden_file_with_its_environment(smoke, tmp_path, mon
     assert list(path.parent.iterdir()) == [path]  # published atomically, nothing left behind
 
 
+@pytest.mark.fast
 def test_a_missing_or_corrupt_golden_file_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match=r"no golden file at .*bench check --update"):
         check.read_golden(tmp_path / "none.parquet")
@@ -225,15 +219,22 @@ def test_a_missing_or_corrupt_golden_file_is_a_clear_error(tmp_path):
         check.read_golden(tmp_path / "old.parquet")
 
 
+def results_stamps():
+    """Every path under results/ with its mtime, but results/queue/: `bench queue`'s folder, which a queue
+    training beside the tests writes to."""
+    tops = [p for p in (REPO / "results").iterdir() if p.name != "queue"]
+    return {p: p.stat().st_mtime_ns for top in tops for p in (top, *(top.rglob("*") if top.is_dir() else ()))}
+
+
 @needs_mnist
 def test_bench_check_passes_on_the_committed_golden_file_and_writes_nothing():
     # On the generic kernels: this machine's own ones are checked in this process by
     # test_an_unchanged_tree_matches_the_golden_file, and by `bench check` in .ci/run.
-    before = {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*")}
-    result = bench("check", isa="generic")
+    before = results_stamps()
+    result = run_bench("check", env=ISAS["generic"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"values of {len(PRESETS) * 2} runs match results/baseline/smoke.parquet (float64" in result.stdout
-    assert {p: p.stat().st_mtime_ns for p in (REPO / "results").rglob("*")} == before
+    assert results_stamps() == before
 
 
 @needs_mnist
@@ -252,9 +253,9 @@ def test_bench_check_fails_a_one_percent_coefficient_change_on_generic_kernels()
     # any x86-64 CPU runs, so a verdict of "changed" does not hinge on the ISA either.
     model, coefficient = "cfactorvae", "gamma"
     before = getattr(PRESETS[model], coefficient)
-    prelude = ("import dataclasses\nfrom models.objectives import PRESETS\n"
+    prelude = ("import dataclasses\nfrom models.presets import PRESETS\n"
                f"PRESETS[{model!r}] = dataclasses.replace(PRESETS[{model!r}], {coefficient}={before * 1.01!r})")
-    result = bench("check", "--models", model, isa="generic", prelude=prelude)
+    result = run_bench("check", "--models", model, prelude=prelude, env=ISAS["generic"])
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"config changed since the golden file: {model} {coefficient} {before} -> {before * 1.01}" in result.stdout
     assert "mismatches against results/baseline/smoke.parquet" in result.stdout
@@ -264,12 +265,13 @@ def test_bench_check_fails_a_one_percent_coefficient_change_on_generic_kernels()
 def test_bench_check_with_a_corrupt_golden_file_exits_2_in_one_line(tmp_path):
     blob = GOLDEN.read_bytes() if GOLDEN.exists() else b"PAR1" + bytes(64)
     (tmp_path / "smoke.parquet").write_bytes(blob[: len(blob) // 2])
-    result = bench("check", "--golden", str(tmp_path / "smoke.parquet"))
+    result = run_bench("check", "--golden", tmp_path / "smoke.parquet")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "bench check --update" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("args, message", [
     (["--models", "nope"], "unknown model 'nope'"),
     (["--models", "vae", "--update"], "--update rewrites the whole golden file; leave --models out"),
@@ -319,6 +321,7 @@ def shifted(reference, model, by):
     return out
 
 
+@pytest.mark.fast
 def test_a_reference_stores_config_and_final_values_per_seed(tmp_path):
     reference = check.build_reference(write_runs(tmp_path))
     assert [(e["dataset"], e["model"], e["seeds"]) for e in reference["entries"]] == [
@@ -328,6 +331,7 @@ def test_a_reference_stores_config_and_final_values_per_seed(tmp_path):
     assert entry["values"]["test_loss"] == list(100.0 + 2 + OFFSETS)
 
 
+@pytest.mark.fast
 def test_a_reference_equal_to_the_data_passes(tmp_path):
     runs = write_runs(tmp_path)
     table = check.compare_reference(check.build_reference(runs), runs)
@@ -335,6 +339,7 @@ def test_a_reference_equal_to_the_data_passes(tmp_path):
     assert table["p"].tolist() == pytest.approx([0.5] * 8)  # t = 0
 
 
+@pytest.mark.fast
 def test_a_reference_shifted_by_several_sds_fails_that_model_only(tmp_path):
     runs = write_runs(tmp_path)
     reference = shifted(check.build_reference(runs), "vae", -4 * SD)  # the new runs look 4 SDs worse
@@ -349,6 +354,7 @@ def test_a_reference_shifted_by_several_sds_fails_that_model_only(tmp_path):
     assert not better["worse"].any()  # one-sided: improving is never a failure
 
 
+@pytest.mark.fast
 def test_a_diverged_run_fails_its_model(tmp_path):
     runs = write_runs(tmp_path / "a")
     reference = check.build_reference(runs)
@@ -359,6 +365,7 @@ def test_a_diverged_run_fails_its_model(tmp_path):
     assert "WORSE (1 run(s) diverged)" in "\n".join(check.statistical_table(table))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("change, message", [
     (dict(config={"epochs": 3}), "config differs from the reference's (epochs 2 vs 3)"),
     (dict(centres={**CENTRES, "betavae": 95.0}), "holds mnist/betavae, which the reference does not cover "
@@ -373,17 +380,20 @@ def test_setup_problems_are_errors(tmp_path, change, message):
     assert message in str(error.value)
 
 
+@pytest.mark.fast
 def test_models_of_the_reference_missing_from_the_folder_are_not_tested(tmp_path):
     reference = check.build_reference(write_runs(tmp_path / "ref"))
     table = check.compare_reference(reference, write_runs(tmp_path / "new", centres={"vae": 100.0}))
     assert set(table["model"]) == {"vae"} and len(table) == 4 and not table["worse"].any()
 
 
+@pytest.mark.fast
 def test_a_reference_is_stored_from_finished_runs_only(tmp_path):
     with pytest.raises(BenchError, match=r"1 run\(s\) not finished .*diverged"):
         check.build_reference(write_runs(tmp_path, status={("vae", 0): "diverged"}))
 
 
+@pytest.mark.fast
 def test_the_statistical_check_end_to_end(tmp_path, capsys):
     runs, reference = write_runs(tmp_path / "runs"), tmp_path / "ref.json"
     main(["check", "--runs", str(runs), "--reference", str(reference), "--update"])
@@ -401,6 +411,7 @@ def test_the_statistical_check_end_to_end(tmp_path, capsys):
     assert "4 of 8 tests worse than" in out and out.count("WORSE") == 4
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("args, message", [
     (["--runs", "DIR"], "--runs and --reference go together"),
     (["--runs", "DIR", "--reference", "REF", "--alpha", "1.5"], "--alpha 1.5: must be between 0 and 1"),

@@ -1,28 +1,19 @@
 """The `bench` command end to end, in real subprocesses on real MNIST.
 
 Input errors are found before anything is trained, so they are tried in this process;
-tests/test_bad_input.py tries them again as real processes, with nothing lost.
+tests/test_bad_input.py tries them again against a records folder that a killed run left, with nothing lost.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import DATA_ROOT, REPO, needs_mnist
+from support import DATA_ROOT, needs_mnist, run_bench, run_python
 
 from bench.cli import main
 from bench.records import COLUMNS, read_tree
 
 pytestmark = needs_mnist
-
-
-def bench(*args, env=None):
-    full_env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=REPO, timeout=600)
 
 
 def bench_here(monkeypatch, capsys, *args):
@@ -37,7 +28,8 @@ def bench_here(monkeypatch, capsys, *args):
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    result = bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(out), "--jobs", "2")
+    result = run_bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", out,
+                       "--jobs", "2")
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -71,7 +63,7 @@ def test_run_records_metadata(smoke_runs):
 def test_second_call_trains_nothing(smoke_runs):
     out, _ = smoke_runs
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    result = bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(out))
+    result = run_bench("run", "--models", "vae,cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "done 0, skipped 4" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
@@ -80,7 +72,8 @@ def test_second_call_trains_nothing(smoke_runs):
 def test_same_seed_same_records_across_processes(smoke_runs, tmp_path):
     out, _ = smoke_runs
     # One job of two threads here versus two jobs of one thread in the fixture: pin the threads to compare.
-    result = bench("run", "--models", "cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", str(tmp_path), "--jobs", "2")
+    result = run_bench("run", "--models", "cfactorvae", "--seeds", "2", "--profile", "smoke", "--out", tmp_path,
+                       "--jobs", "2")
     assert result.returncode == 0, result.stderr
     first = pd.read_parquet(out).query("model == 'cfactorvae'").drop(columns="seconds")
     second = pd.read_parquet(tmp_path).drop(columns="seconds")
@@ -91,7 +84,7 @@ def test_same_seed_same_records_across_processes(smoke_runs, tmp_path):
 
 def test_dry_run_lists_the_plan(smoke_runs):
     out, _ = smoke_runs
-    result = bench("run", "--models", "all", "--seeds", "2", "--profile", "smoke", "--out", str(out), "--dry-run")
+    result = run_bench("run", "--models", "all", "--seeds", "2", "--profile", "smoke", "--out", out, "--dry-run")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[-1] == "10 runs planned"
@@ -101,13 +94,14 @@ def test_dry_run_lists_the_plan(smoke_runs):
 
 def test_report_from_the_runs(smoke_runs, tmp_path):
     out, _ = smoke_runs
-    result = bench("report", "--runs", str(out), "--out", str(tmp_path / "table1.md"))
+    result = run_bench("report", "--runs", out, "--out", tmp_path / "table1.md")
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "table1.md").read_text()
     assert "| VAE |" in text and "CFactorVAE" in text
     assert (tmp_path / "figure3.png").stat().st_size > 0
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("args, message", [
     (["--models", "vea"], "unknown model 'vea'"),
     (["--datasets", "mnsit"], "unknown dataset 'mnsit'"),
@@ -131,6 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, m
     assert not out.exists()  # nothing partial left behind
 
 
+@pytest.mark.fast
 def test_corrupt_data_is_named(tmp_path, monkeypatch, capsys):
     broken = tmp_path / "data" / "mnist"
     broken.mkdir(parents=True)
@@ -147,6 +142,7 @@ def test_corrupt_data_is_named(tmp_path, monkeypatch, capsys):
     assert not out.exists()
 
 
+@pytest.mark.fast
 def test_unwritable_out(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -155,6 +151,7 @@ def test_unwritable_out(tmp_path, monkeypatch, capsys):
     assert code == 2 and f"{blocker / 'runs'} cannot be made: {blocker} is not a folder" in err
 
 
+@pytest.mark.fast
 def test_report_errors_are_one_line(tmp_path, monkeypatch, capsys):
     code, err = bench_here(monkeypatch, capsys, "report", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md"))
     assert code == 2 and "no run files" in err and err.count("\n") == 1
@@ -164,6 +161,7 @@ class _Exited(Exception):
     pass
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("outcome, code", [(None, 0), (2, 2), ("bench: gone", 1)])
 def test_the_command_runs_exit_handlers_then_leaves_with_mains_code(monkeypatch, outcome, code):
     import atexit
@@ -189,6 +187,7 @@ def test_the_command_runs_exit_handlers_then_leaves_with_mains_code(monkeypatch,
     assert seen == ["exit handlers", code]
 
 
+@pytest.mark.fast
 def test_the_command_waits_for_a_running_thread_with_an_ordinary_exit(monkeypatch):
     import threading
 
@@ -211,7 +210,7 @@ def test_the_command_waits_for_a_running_thread_with_an_ordinary_exit(monkeypatc
 def test_a_real_command_process_flushes_and_runs_its_exit_handlers():
     code = ("import atexit, sys; atexit.register(print, 'handler ran'); sys.argv = ['bench', 'run', '--jobs', '0']; "
             "from bench.cli import entry; entry()")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = run_python("-c", code, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "bench: error: --jobs 0: need at least 1"
     assert result.stdout == "handler ran\n"

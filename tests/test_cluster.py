@@ -1,12 +1,10 @@
 """The plan on a real Dask cluster: a LocalCluster of 2 worker processes on loopback."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import DATA_ROOT, REPO, needs_mnist
+from support import needs_mnist, run_bench
 
 from bench.records import read_meta, read_tree
 
@@ -15,12 +13,6 @@ pytestmark = needs_mnist
 
 # One seed of each: two tasks (a plain stack and a stack with a discriminator) for the two workers.
 PLAN = ["run", "--models", "vae,factorvae", "--seeds", "1", "--profile", "smoke", "--threads", "1"]
-
-
-def bench(*args):
-    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=600)
 
 
 def rows_of(out):
@@ -33,12 +25,12 @@ def test_a_dask_cluster_gives_the_local_records(tmp_path):
     # and the tasks ask for it.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, resources={"GPU": 1}) as cluster:
-        on_cluster = bench(*PLAN, "--backend", "dask", "--scheduler", cluster.scheduler_address, "--resources", "GPU=1",
-                           "--out", str(tmp_path / "dask"))
+        on_cluster = run_bench(*PLAN, "--backend", "dask", "--scheduler", cluster.scheduler_address, "--resources",
+                               "GPU=1", "--out", tmp_path / "dask")
         assert on_cluster.returncode == 0, on_cluster.stderr
         with distributed.Client(cluster) as client:
             worker_pids = set(client.run(os.getpid).values())
-    local = bench(*PLAN, "--out", str(tmp_path / "local"))
+    local = run_bench(*PLAN, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
     assert "on the Dask cluster at tcp://127.0.0.1:" in on_cluster.stderr
     dask_rows, dask_runs = rows_of(tmp_path / "dask")

@@ -1,6 +1,5 @@
 """Profiles, presets, overrides and run ids."""
 
-import dataclasses
 import hashlib
 import json
 
@@ -10,6 +9,8 @@ from support import REPO
 from bench.config import PROFILES, RunConfig, parse_overrides, resolve
 from bench.errors import BenchError
 from bench.records import read_tree, run_files
+
+pytestmark = pytest.mark.fast
 
 
 def test_paper_profile_defaults():

@@ -44,6 +44,7 @@ def link_mnist(folder: Path, skip: str | None = None) -> None:
 # --------------------------------------------------------------------------- API
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "text, expected",
     [("100", (100, None)), ("100,20", (100, 20)), (" 7 , 3 ", (7, 3)), ("1", (1, None))],
@@ -52,12 +53,14 @@ def test_parse_subset_accepts(text, expected):
     assert data.parse_subset(text) == expected
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("text", ["", "abc", "1,2,3", "0", "-5", "10,0", "10,", ",10", "1.5"])
 def test_parse_subset_rejects(text):
     with pytest.raises(DataError, match="subset"):
         data.parse_subset(text)
 
 
+@pytest.mark.fast
 def test_resolve_root_order(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -68,6 +71,7 @@ def test_resolve_root_order(monkeypatch, tmp_path):
     assert data.resolve_root(None) == tmp_path / "home" / ".cache" / "bench" / "data"
 
 
+@pytest.mark.fast
 def test_unknown_name_lists_known(tmp_path):
     for call in (lambda: data.verify("cifar", tmp_path), lambda: data.load("cifar", tmp_path)):
         with pytest.raises(DataError) as err:
@@ -76,6 +80,7 @@ def test_unknown_name_lists_known(tmp_path):
             assert name in str(err.value)
 
 
+@pytest.mark.fast
 def test_registry():
     expected = {"mnist": (32, 1), "fashion-mnist": (32, 1), "chairs": (64, 1), "celeba": (64, 3), "dsprites": (64, 1)}
     assert {k: (s.image_size, s.channels) for k, s in data.DATASETS.items()} == expected
@@ -91,6 +96,7 @@ def mnist():
     return data.load("mnist", DATA_ROOT)
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_read_idx_raw_mnist():
     images = data.read_idx(MNIST_DIR / "train-images-idx3-ubyte.gz")
@@ -102,6 +108,7 @@ def test_read_idx_raw_mnist():
     assert data.read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz").shape == (10000, 28, 28)
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_full_load(mnist):
     assert mnist.name == "mnist"
@@ -114,6 +121,7 @@ def test_mnist_full_load(mnist):
     assert torch.equal(mnist.test[-5:], expected.round().clamp(0, 255).to(torch.uint8))
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_subset(mnist):
     part = data.load("mnist", DATA_ROOT, (100, 20))
@@ -168,11 +176,13 @@ def test_a_corrupt_source_file_is_caught_even_with_a_cache(tmp_path, monkeypatch
         data.load("mnist", tmp_path / "data", (64, 32))
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_verify_passes():
     data.verify("mnist", DATA_ROOT)
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_corrupt_file(tmp_path):
     name = "t10k-labels-idx1-ubyte.gz"
@@ -185,6 +195,7 @@ def test_mnist_corrupt_file(tmp_path):
             call("mnist", tmp_path)
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_uncompressed_copy_verifies(tmp_path):
     name = "t10k-labels-idx1-ubyte.gz"
@@ -193,6 +204,7 @@ def test_mnist_uncompressed_copy_verifies(tmp_path):
     data.verify("mnist", tmp_path)
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_torchvision_layout(tmp_path):
     raw = tmp_path / "mnist" / "MNIST" / "raw"
@@ -200,6 +212,7 @@ def test_mnist_torchvision_layout(tmp_path):
     data.verify("mnist", tmp_path)
 
 
+@pytest.mark.fast
 def test_mnist_missing_folder(tmp_path):
     with pytest.raises(DataError) as err:
         data.verify("mnist", tmp_path)
@@ -209,6 +222,7 @@ def test_mnist_missing_folder(tmp_path):
         assert name in message
 
 
+@pytest.mark.fast
 def test_mnist_download_failure_reported(tmp_path, monkeypatch):
     import torchvision.datasets
 
@@ -222,6 +236,7 @@ def test_mnist_download_failure_reported(tmp_path, monkeypatch):
     assert list((tmp_path / "mnist").iterdir()) == []
 
 
+@pytest.mark.fast
 @needs_mnist
 def test_mnist_download_moves_files(tmp_path, monkeypatch):
     import torchvision.datasets
@@ -238,6 +253,7 @@ def test_mnist_download_moves_files(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- Fashion-MNIST
 
 
+@pytest.mark.fast
 @needs_debian_fashion
 def test_fashion_from_debian(tmp_path):
     data.verify("fashion-mnist", tmp_path)
@@ -246,6 +262,7 @@ def test_fashion_from_debian(tmp_path):
     assert ds.train.dtype == torch.uint8 and ds.name == "fashion-mnist"
 
 
+@pytest.mark.fast
 def test_fashion_missing_names_debian_package(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "nowhere")
     with pytest.raises(DataError, match="dataset-fashion-mnist") as err:
@@ -278,6 +295,7 @@ def chairs_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.fast
 def test_chairs_load(chairs_root):
     data.verify("chairs", chairs_root)
     ds = data.load("chairs", chairs_root)
@@ -290,11 +308,13 @@ def test_chairs_load(chairs_root):
     assert (ds.test == grey(chair_colour(9))).all()
 
 
+@pytest.mark.fast
 def test_chairs_subset(chairs_root):
     ds = data.load("chairs", chairs_root, (4, 2))
     assert ds.train.shape == (4, 1, 64, 64) and ds.test.shape == (2, 1, 64, 64)
 
 
+@pytest.mark.fast
 def test_chairs_missing_and_too_few(tmp_path):
     with pytest.raises(DataError, match="rendered_chairs"):
         data.verify("chairs", tmp_path)
@@ -319,6 +339,7 @@ def write_faces(folder: Path, numbers) -> None:
         img.save(folder / f"{number:06d}.jpg", quality=100, subsampling=0)
 
 
+@pytest.mark.fast
 def test_celeba_with_partition_file(tmp_path):
     write_faces(tmp_path / "celeba" / "img_align_celeba", range(1, 11))
     lines = [f"{n:06d}.jpg {0 if n <= 6 else 1 if n <= 8 else 2}" for n in range(1, 11)]
@@ -335,6 +356,7 @@ def test_celeba_with_partition_file(tmp_path):
     assert data.load("celeba", tmp_path, (2, 1)).train.shape == (2, 3, 64, 64)
 
 
+@pytest.mark.fast
 def test_celeba_split_by_number_without_partition_file(tmp_path):
     numbers = (1, 2, 162770, 162771, 182637, 182638, 200000)
     write_faces(tmp_path / "celeba" / "img_align_celeba", numbers)
@@ -343,6 +365,7 @@ def test_celeba_split_by_number_without_partition_file(tmp_path):
     assert abs(int(ds.test[1, 0, 32, 32]) - face_colour(200000 % 100)[0]) <= 2
 
 
+@pytest.mark.fast
 def test_celeba_errors(tmp_path):
     with pytest.raises(DataError, match="img_align_celeba"):
         data.verify("celeba", tmp_path)
@@ -369,6 +392,7 @@ def sprites(tmp_path_factory):
     return data.load("dsprites", tmp_path_factory.mktemp("no_dsprites_file"), (3000, 500))
 
 
+@pytest.mark.fast
 def test_dsprites_split():
     train, test = data.dsprites_split()
     assert (len(train), len(test)) == (663552, 73728)
@@ -377,6 +401,7 @@ def test_dsprites_split():
     assert np.array_equal(train, again_train)
 
 
+@pytest.mark.fast
 def test_dsprites_factors_match_grid(sprites):
     train_idx, test_idx = data.dsprites_split()
     assert sprites.factor_sizes == (3, 6, 40, 32, 32)
@@ -391,10 +416,12 @@ def test_dsprites_factors_match_grid(sprites):
     assert set(torch.unique(sprites.train).tolist()) == {0, 255}
 
 
+@pytest.mark.fast
 def test_dsprites_images_match_factors(sprites):
     assert torch.equal(sprites.train[:50], data.render_dsprites(sprites.train_factors[:50].numpy()))
 
 
+@pytest.mark.fast
 def test_dsprites_deterministic(sprites, tmp_path):
     again = data.load("dsprites", tmp_path, (3000, 500))
     assert torch.equal(again.train, sprites.train) and torch.equal(again.test_factors, sprites.test_factors)
@@ -405,6 +432,7 @@ def test_dsprites_default_subset(tmp_path):
     assert ds.train.shape[0] == 100_000 and ds.test.shape[0] == 20
 
 
+@pytest.mark.fast
 def test_dsprites_position_shifts():
     base = np.array([[s, 5, o, 0, 0] for s in range(3) for o in (0, 7, 13, 30)])
     images = data.render_dsprites(base)
@@ -416,6 +444,7 @@ def test_dsprites_position_shifts():
         assert torch.equal(data.render_dsprites(moved), torch.roll(images, shifts=(dy, dx), dims=(2, 3)))
 
 
+@pytest.mark.fast
 def test_dsprites_scale_and_shape():
     grid = np.array([[s, c, o, 10, 20] for s in range(3) for c in range(6) for o in (0, 11, 25)])
     lit = (data.render_dsprites(grid) > 0).sum(dim=(1, 2, 3)).reshape(3, 6, 3)
@@ -426,6 +455,7 @@ def test_dsprites_scale_and_shape():
     assert not torch.equal(images[0], images[2])
 
 
+@pytest.mark.fast
 def test_dsprites_real_file_used(tmp_path):
     n = 50
     rng = np.random.default_rng(1)
@@ -449,6 +479,7 @@ def test_dsprites_real_file_used(tmp_path):
         truth.images(np.array([[0, 0, 0, 0, 5]]))
 
 
+@pytest.mark.fast
 def test_dsprites_ground_truth_draws_the_training_images(sprites, tmp_path):
     truth = data.ground_truth("dsprites", tmp_path)
     assert truth.factor_sizes == (3, 6, 40, 32, 32) and truth.factor_names[0] == "shape"
@@ -456,6 +487,7 @@ def test_dsprites_ground_truth_draws_the_training_images(sprites, tmp_path):
     assert data.ground_truth("mnist", tmp_path) is None
 
 
+@pytest.mark.fast
 def test_dsprites_bad_file(tmp_path):
     (tmp_path / "dsprites").mkdir()
     (tmp_path / "dsprites" / data.DSPRITES_FILE).write_bytes(b"not a zip")

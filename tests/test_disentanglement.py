@@ -2,8 +2,6 @@
 
 import dataclasses
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from support import REPO, run_bench
 
 from bench.config import METRIC_COUNTS, resolve
 from bench.data.datasets import ground_truth, render_dsprites
@@ -25,11 +24,6 @@ SCORES = {"factorvae_score", "mig", "dci_disentanglement", "dci_completeness", "
           "dci_informativeness_test", "sap"}
 
 
-def bench(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """Two seeds of FactorVAE and CFactorVAE on the generated dSprites, one short epoch each.
@@ -38,9 +32,9 @@ def scored(tmp_path_factory):
     twice as quick, and every path the tests follow is the same.
     """
     out = tmp_path_factory.mktemp("dsprites")
-    done = bench("run", "--models", "factorvae,cfactorvae", "--datasets", "dsprites", "--seeds", "2", "--profile",
-                 "smoke", "--epochs", "1", "--subset", "64,32", "--jobs", "1", "--set", "z_dim=4",
-                 "--out", str(out / "runs"), "--data-root", str(out / "no-data"), cwd=out)
+    done = run_bench("run", "--models", "factorvae,cfactorvae", "--datasets", "dsprites", "--seeds", "2", "--profile",
+                     "smoke", "--epochs", "1", "--subset", "64,32", "--jobs", "1", "--set", "z_dim=4",
+                     "--out", out / "runs", "--data-root", out / "no-data", cwd=out)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -63,7 +57,7 @@ def test_a_finished_dsprites_run_records_its_scores_beside_its_epochs(scored):
 
 
 def test_the_report_shows_the_scores_with_their_tests(scored):
-    done = bench("report", "--runs", str(scored / "runs"), "--out", str(scored / "report" / "table1.md"), cwd=scored)
+    done = run_bench("report", "--runs", scored / "runs", "--out", scored / "report" / "table1.md", cwd=scored)
     assert done.returncode == 0, done.stderr
     text = (scored / "report" / "table1.md").read_text()
     assert "### Disentanglement on ground-truth factors" in text
@@ -91,6 +85,7 @@ def test_scoring_is_deterministic_and_reads_the_posterior_mean(tmp_path):
     assert [r["value"] for r in first] == [r["value"] for r in second]
 
 
+@pytest.mark.fast
 def test_the_score_table_and_tests_match_hand_computed_numbers():
     # CFactorVAE MIG 0.2, 0.4 (mean 0.3, SD 0.1414); FactorVAE 0.1, 0.1, 0.4 (mean 0.2, SD 0.1732).
     values = {("cfactorvae", 0): 0.2, ("cfactorvae", 1): 0.4, ("factorvae", 0): 0.1, ("factorvae", 1): 0.1,
@@ -125,6 +120,7 @@ EARLIER = ["factorvae_score", "mig", "dci_disentanglement", "sap"]
 PAIRS = [(model, seed) for model in ("cfactorvae", "factorvae") for seed in (1, 2)]
 
 
+@pytest.mark.fast
 def test_records_of_the_earlier_four_scores_still_report(tmp_path):
     # A metric file as runs scored before DCI and SAP came from disentanglement_lib's estimators wrote it.
     rows = _rows(EARLIER, PAIRS)
@@ -140,6 +136,7 @@ def test_records_of_the_earlier_four_scores_still_report(tmp_path):
     assert "Holm correction over the 4 tests that could run (of 16)" in text
 
 
+@pytest.mark.fast
 def test_earlier_dci_and_sap_are_not_averaged_with_disentanglement_libs():
     # Seed 1 of both models was scored before, seed 2 with every metric now: the table's DCI
     # disentanglement and SAP are seed 2's alone (0.2, n = 1), its FactorVAE score both seeds'.
@@ -152,6 +149,7 @@ def test_earlier_dci_and_sap_are_not_averaged_with_disentanglement_libs():
     assert factorvae.endswith("| 0.200 (n = 1) |")
 
 
+@pytest.mark.fast
 def test_the_counts_line_names_disentanglement_libs_counts():
     text = "\n".join(_scores_markdown(_rows(SCORES, PAIRS, profile="paper")))
     assert "disentanglement_lib's sample counts (the paper profile's)" in text
@@ -172,26 +170,28 @@ def test_bench_metrics_scores_runs_whose_scores_are_gone_and_gets_the_same_numbe
     metrics_path(gone).unlink()
     weights_path(gone).unlink()
 
-    done = bench("metrics", "--runs", str(runs_root), "--data-root", str(scored / "no-data"), cwd=tmp_path)
+    done = run_bench("metrics", "--runs", runs_root, "--data-root", scored / "no-data", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "scored 1, already scored 2, without final weights 1, not finished 0" in done.stdout
     assert f"no final weights (cannot be scored): {gone}" in done.stdout
     pd.testing.assert_frame_equal(_scores(lost), before[lost])
     assert not metrics_path(gone).exists()
 
-    again = bench("metrics", "--runs", str(runs_root), "--data-root", str(scored / "no-data"), "--again", cwd=tmp_path)
+    again = run_bench("metrics", "--runs", runs_root, "--data-root", scored / "no-data", "--again", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "scored 3, already scored 0, without final weights 1" in again.stdout
     for record in (r for r in records if r != gone):
         pd.testing.assert_frame_equal(_scores(record), before[record])
 
 
+@pytest.mark.fast
 def test_bench_metrics_on_runs_without_factors_says_there_is_nothing_to_score(tmp_path):
-    mnist = Path(__file__).resolve().parents[1] / "results" / "records" / "mnist-paper-e5-cpu"
+    mnist = REPO / "results" / "records" / "mnist-paper-e5-cpu"
     with pytest.raises(BenchError, match=r"no run under .* is on a dataset with known factors \(dsprites\)"):
         score_runs(mnist, tmp_path)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("run, expected", [({"device": "cpu", "threads": 1}, 1), ({"device": "cpu", "threads": 2.0}, 2),
                                            ({"device": "cpu", "threads": float("nan")}, None),
                                            ({"device": "cuda", "threads": 1}, None), ({"device": "cpu"}, None)])

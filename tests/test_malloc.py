@@ -2,10 +2,9 @@
 
 import json
 import platform
-import subprocess
-import sys
 
 import pytest
+from support import run_python
 
 GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
@@ -31,7 +30,7 @@ print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) /
 
 
 def _faults_per_update(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+    out = run_python("-c", _FAULTS, mode, check=True)
     return json.loads(out.stdout)
 
 

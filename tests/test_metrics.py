@@ -173,6 +173,7 @@ def test_scores_agree_with_the_transcription_of_disentanglement_lib():
     assert found["informativeness_test"] < found["informativeness_train"]
 
 
+@pytest.mark.fast
 def test_dci_from_importance_matches_the_transcription_on_random_matrices():
     rng = np.random.default_rng(23)
     for shape in [(2, 2), (10, 5), (20, 5), (3, 7)]:
@@ -200,6 +201,7 @@ def test_mig_true_factors_on_grid_is_hand_value(grid):
     assert expected >= 0.9
 
 
+@pytest.mark.fast
 def test_sap_true_binary_factors_on_grid_is_one_half():
     # Three binary factors, every combination 4 times, each factor its own code. On its own code
     # factor k is separable: the SVM's threshold -b/w lies between 0 and 1 (the penalised intercept
@@ -211,6 +213,7 @@ def test_sap_true_binary_factors_on_grid_is_one_half():
     assert sap(true_factors(factors), factors, true_factors(factors), factors) == 0.5
 
 
+@pytest.mark.fast
 def test_sap_true_factors_beat_mixed_codes():
     # A single linear code separates only a factor's end values one against the rest, so the true
     # factors' SAP is far below 1 (about 0.23 on dSprites' factors at disentanglement_lib's counts),
@@ -233,6 +236,7 @@ def test_dci_true_factors():
     assert found["informativeness_train"] == 1.0 and found["informativeness_test"] == 1.0
 
 
+@pytest.mark.fast
 def test_factorvae_true_factors_scores_one():
     # Fixing factor k makes code k constant in the batch while every other code varies (a batch of
     # 64 uniform draws of a factor with n >= 3 values is constant with probability <= 3^-63), so
@@ -244,6 +248,7 @@ def test_factorvae_true_factors_scores_one():
 # ---------------------------------------------------------------- constant and random representations
 
 
+@pytest.mark.fast
 def test_constant_representation_scores_zero():
     factors = uniform_factors(2000, seed=2)
     codes = np.full((2000, 6), 0.3)
@@ -294,6 +299,7 @@ def test_random_representation_scores_near_zero():
 PERM = np.array([3, 6, 0, 5, 2, 1, 4])
 
 
+@pytest.mark.fast
 def test_permuting_codes_changes_nothing():
     factors = uniform_factors(2000, seed=7)
     codes = entangled(factors)
@@ -329,6 +335,7 @@ SCALES = np.array([0.6, 3.0, 17.0, 0.8, 250.0, 1.7, 9.5])
 SHIFTS = np.array([-4.0, 0.5, 100.0, 0.0, -0.25, 7.0, 1e3])
 
 
+@pytest.mark.fast
 def test_mig_invariant_to_positive_affine_maps():
     # MIG bins each code over its own range.
     factors = uniform_factors(3000, seed=9)
@@ -336,6 +343,7 @@ def test_mig_invariant_to_positive_affine_maps():
     assert mig(codes * SCALES + SHIFTS, factors) == mig(codes, factors)
 
 
+@pytest.mark.fast
 def test_sap_depends_on_the_codes_scale_and_offset():
     # LinearSVC(C=0.01) penalises the weight and the intercept: shrink a code towards 0 and the
     # penalty wins, every classifier predicts one class whatever the code, every code scores the
@@ -363,6 +371,7 @@ def test_dci_importances_invariant_to_increasing_maps():
     assert after[1] == before[1]
 
 
+@pytest.mark.fast
 def test_factorvae_invariant_to_rescaling():
     # Codes are divided by their global standard deviation; the scales keep every one above 0.05.
     scores = [
@@ -375,6 +384,7 @@ def test_factorvae_invariant_to_rescaling():
 # ---------------------------------------------------------------- hand-computed tiny cases
 
 
+@pytest.mark.fast
 def test_mig_tiny_hand_case():
     # One binary factor v = 0 0 1 1 on 4 points, 2 bins per code.
     # z0 = 0 .2 .9 1: edges 0, .5 -> bins 0 0 1 1 = v, so I(z0; v) = H(v) = log 2.
@@ -390,6 +400,7 @@ def test_mig_tiny_hand_case():
     assert mig(codes, factors) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.fast
 def test_disentanglement_and_completeness_from_importance_hand_cases():
     # K = 2. Code 0: P = (1, 0), H_2 = 0, D = 1. Code 1: P = (1/2, 1/2), H_2 = 1, D = 0. Code 2 has
     # no importance and weight 0. rho = (1/3, 2/3, 0): D = 1/3.
@@ -408,6 +419,7 @@ def test_disentanglement_and_completeness_from_importance_hand_cases():
     assert completeness_from_importance(np.zeros((3, 2))) == 0.0
 
 
+@pytest.mark.fast
 def test_dci_tiny_cases():
     # A balanced 2 x 2 design repeated: code j is factor j. A split on code j separates factor j's
     # classes; a split on the other code leaves both sides' residuals alike, so it reduces no
@@ -429,6 +441,7 @@ def test_dci_tiny_cases():
                                   np.zeros((2, 2)))
 
 
+@pytest.mark.fast
 def test_sap_tiny_hand_case():
     # Train: code 0 = -1 -1 1 1 is factor a = 0 0 1 1 (symmetric about 0, so the penalised intercept
     # is 0 and the SVM's threshold is 0); code 1 = 0 1 0 1 is factor b = 0 1 0 1, with its threshold
@@ -445,6 +458,7 @@ def test_sap_tiny_hand_case():
     assert sap(codes_train, factors_train, codes_test, factors_test) == 0.25
 
 
+@pytest.mark.fast
 def test_factorvae_tiny_recorded_case():
     # Factors of sizes 2, 3, 4; the codes are the first two factors, the third is not represented.
     # A vote fixing factor 0 or 1 finds its code still and is right once the classifier maps code j to
@@ -469,6 +483,7 @@ def test_factorvae_tiny_recorded_case():
     assert 0.5 < score < 0.85  # about 2/3
 
 
+@pytest.mark.fast
 def test_factorvae_calls_represent_on_large_batches():
     calls = []
 
@@ -488,6 +503,7 @@ def test_factorvae_calls_represent_on_large_batches():
 SMALL = MetricCounts(n_train=1500, n_test=500, factorvae_n_train=300, factorvae_n_eval=200, factorvae_n_variance=500)
 
 
+@pytest.mark.fast
 def test_metric_counts_defaults_are_disentanglement_libs():
     # unsupervised_study_v1 metric configs: mig/dci/sap num_train 10000, dci/sap num_test 5000,
     # 20 histogram bins, factor_vae_score batch 64, num_train 10000, num_eval 5000, variance 10000.
@@ -517,6 +533,7 @@ def test_evaluate_wires_the_documented_samples():
 # ---------------------------------------------------------------- bad input
 
 
+@pytest.mark.fast
 def test_bad_input_raises_clear_errors():
     factors = uniform_factors(10, seed=0)
     codes = np.random.default_rng(0).normal(size=(10, 3))

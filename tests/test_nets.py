@@ -6,6 +6,8 @@ from torch import nn
 
 from models.nets import VAE, Decoder, Discriminator, Encoder
 
+pytestmark = pytest.mark.fast
+
 
 def n_params(module):
     return sum(p.numel() for p in module.parameters())

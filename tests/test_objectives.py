@@ -6,9 +6,6 @@ import pytest
 import torch
 
 from models.objectives import (
-    PAPER_MODELS,
-    PRESETS,
-    Objective,
     bernoulli_nll,
     capacity,
     discriminator_loss,
@@ -16,6 +13,9 @@ from models.objectives import (
     permute_dims,
     total_correlation,
 )
+from models.presets import PAPER_MODELS, PRESETS, Objective
+
+pytestmark = pytest.mark.fast
 
 
 def test_bernoulli_nll_sums_pixels_per_image():

@@ -3,17 +3,17 @@
 
 import copy
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
+from support import run_python
 
 from bench.train.optim import Adam, deterministic_algorithms
 
 LR, BETAS = 1e-3, (0.9, 0.999)
 
 
+@pytest.mark.fast
 def test_two_updates_by_hand():
     p = torch.tensor([0.5, -2.0], dtype=torch.float64, requires_grad=True)
     opt = Adam([p], lr=LR, betas=BETAS)
@@ -31,6 +31,7 @@ def test_two_updates_by_hand():
     assert p.detach().tolist() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.fast
 def test_first_update_is_lr_against_the_gradient_sign():
     p = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64, requires_grad=True)
     p.grad = torch.tensor([3.0, -0.02, 1e3], dtype=torch.float64)
@@ -63,6 +64,7 @@ def _steps(ours, theirs, opt, ref, n, seed, skip=None):
 ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
 def test_same_bits_as_torch_optim_adam(dtype, device):
@@ -80,6 +82,7 @@ def test_same_bits_as_torch_optim_adam(dtype, device):
             assert torch.equal(state[key], ref.state_dict()["state"][i][key])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("direction", ["torch-to-ours", "ours-to-torch"])
 def test_state_dicts_load_into_each_other(direction):
     ours, theirs = _pair(torch.float32)
@@ -98,6 +101,7 @@ def test_state_dicts_load_into_each_other(direction):
         assert torch.equal(a, b)
 
 
+@pytest.mark.fast
 def test_loaded_state_is_a_copy():
     (p,) = _pair(torch.float32)[0][:1]
     saved = torch.optim.Adam([p.detach().clone().requires_grad_()], lr=LR)
@@ -111,12 +115,14 @@ def test_loaded_state_is_a_copy():
     assert state["state"][0]["step"].item() == 1 and opt.state_dict()["state"][0]["step"].item() == 2
 
 
+@pytest.mark.fast
 def test_load_rejects_a_state_for_other_parameters():
     ours, _ = _pair(torch.float32)
     with pytest.raises(ValueError, match="for 5 parameters, this optimiser has 2"):
         Adam(ours[:2], LR, BETAS).load_state_dict(Adam(ours, LR, BETAS).state_dict())
 
 
+@pytest.mark.fast
 def test_determinism_switch_sets_both_flags():
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
@@ -140,10 +146,11 @@ def test_training_never_imports_the_compiler():
         "Trainer(config, images[:32], images[32:]).run_epoch()\n"
         "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python("-c", code, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.fast
 def test_loaded_state_takes_the_parameters_layout():
     flat = torch.randn(8, 3, 4, 4).requires_grad_()
     saved = Adam([flat], LR, BETAS)

@@ -4,7 +4,9 @@ import pytest
 
 from bench.errors import BenchError
 from bench.plan import make_plan, parse_names, parse_seeds
-from models.objectives import PAPER_MODELS, PRESETS
+from models.presets import PAPER_MODELS, PRESETS
+
+pytestmark = pytest.mark.fast
 
 
 @pytest.mark.parametrize("text, seeds", [("5", [0, 1, 2, 3, 4]), ("1", [0]), ("5-9", [5, 6, 7, 8, 9]), ("3-3", [3])])

@@ -11,14 +11,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from support import DATA_ROOT, REPO, needs_mnist
+from support import REPO, TEST_ENV, needs_mnist, run_bench
 
 from bench.cli import main
 from bench.records import META_KEY, read_meta, read_tree, run_files
@@ -29,7 +28,6 @@ pytestmark = needs_mnist
 # Two small matrices: the first takes about a second an epoch, so a kill after its first record lands mid-matrix.
 TWO = "two-vae --models vae --seeds 2 --profile smoke --subset 512,128 --epochs 3 --threads 1"
 ONE = "one-vae --models vae --seeds 1 --profile smoke --subset 256,128 --epochs 1 --threads 1"
-ENV = {"BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
 
 
 def git(repo, *args):
@@ -77,7 +75,7 @@ def finished(tmp_path_factory):
     commit = git(clone, "rev-parse", "HEAD")
     folder = root / "q"
     with pytest.MonkeyPatch.context() as env:
-        for key, value in ENV.items():
+        for key, value in TEST_ENV.items():
             env.setenv(key, value)
         pid = queue.start(folder, clone, None, matrices(root, TWO, ONE))
         # A half-made change in the repository's working tree, while the queue runs: the runs never see it.
@@ -124,7 +122,7 @@ def test_a_moved_head_is_refused_unless_the_commit_is_named(finished):
 
 
 def test_a_killed_queue_started_again_ends_with_the_same_bits(tmp_path, finished, monkeypatch):
-    for key, value in ENV.items():
+    for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     folder, runs = tmp_path / "q", tmp_path / "q" / "two-vae" / "runs"
     given = matrices(tmp_path, TWO)
@@ -138,9 +136,7 @@ def test_a_killed_queue_started_again_ends_with_the_same_bits(tmp_path, finished
     queue.start(folder, finished.clone, finished.commit, given)
     assert "stopped the queue" in queue.stop(folder, wait=60)
     assert queue.holder(folder) is None and not (folder / "queue.pid").exists()
-    again = subprocess.run([sys.executable, "-m", "bench.cli", "queue", "run", "--folder", str(folder), "--repo",
-                            str(finished.clone), "--commit", finished.commit], capture_output=True, text=True,
-                           env={**os.environ, **ENV}, cwd=REPO, timeout=600)
+    again = run_bench("queue", "run", "--folder", folder, "--repo", finished.clone, "--commit", finished.commit)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming after epoch" in again.stderr
     assert rows_of(runs).equals(rows_of(finished.folder / "two-vae" / "runs"))

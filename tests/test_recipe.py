@@ -16,6 +16,8 @@ from bench.train.trainer import Trainer, batch_bounds, train
 from models.nets import VAE, Discriminator, torch04_init_
 from models.objectives import capacity_gap, permute_dims, staircase_capacity
 
+pytestmark = pytest.mark.fast
+
 
 def images(n, seed=0):
     g = torch.Generator().manual_seed(seed)

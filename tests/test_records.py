@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from support import record_meta
 
+from bench.config import ADDED_DEFAULTS
 from bench.records import (
-    ADDED_DEFAULTS,
     COLUMNS,
     CONFIG_FIELDS,
     RecordError,
@@ -22,6 +22,8 @@ from bench.records import (
     run_path,
     write_run,
 )
+
+pytestmark = pytest.mark.fast
 
 CONTRACT = ["run_id", "model", "dataset", "seed", "epoch", "split", "step", "loss", "recon", "kl", "tc",
             "capacity", "capacity_gap", "disc_acc", "kl_dims", "active_dims", "n_images", "seconds"]

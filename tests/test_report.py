@@ -100,6 +100,7 @@ def planted_report(tmp_path_factory):
     return planted, summary, out.read_text(encoding="utf-8")
 
 
+@pytest.mark.fast
 def test_planted_difference_supports_every_claim(planted_report):
     _, _, markdown = planted_report
     for claim in ("lower test recon error than FactorVAE", "lower test recon error than Controlled-VAE",
@@ -107,6 +108,7 @@ def test_planted_difference_supports_every_claim(planted_report):
         assert f"- CFactorVAE has a {claim}: supported at alpha = 0.05 (Holm), n = 5 vs 5" in markdown
 
 
+@pytest.mark.fast
 def test_markdown_has_every_model_and_the_headers(planted_report):
     _, _, markdown = planted_report
     header = next(line for line in markdown.splitlines() if line.startswith("| Model | Train loss"))
@@ -123,6 +125,7 @@ def test_markdown_has_every_model_and_the_headers(planted_report):
     assert "first 256 images" in markdown and "test subset: full split" in markdown
 
 
+@pytest.mark.fast
 def test_the_papers_test_columns_are_read_at_six_times_with_their_ratios():
     # The paper's train / test pairs, divided by hand: 125.75 / 21.13, 124.89 / 21.0, ...
     assert paper_ratios() == pytest.approx({
@@ -133,6 +136,7 @@ def test_the_papers_test_columns_are_read_at_six_times_with_their_ratios():
         {"train_loss": 141.12, "train_recon": 121.14, "test_loss": 142.38, "test_recon": 122.88})
 
 
+@pytest.mark.fast
 def test_ours_minus_the_paper_per_cell_and_the_consistency_lines(planted_report):
     planted, summary, markdown = planted_report
     table = pd.read_csv(summary.csv).set_index("model")
@@ -157,6 +161,7 @@ def test_ours_minus_the_paper_per_cell_and_the_consistency_lines(planted_report)
     assert np.isnan(table.loc["vae", "paper_train_gap"]) and np.isnan(table.loc["vae", "diff_test_recon"])
 
 
+@pytest.mark.fast
 def test_csv_means_and_sds_are_those_of_the_planted_finals(planted_report):
     planted, summary, _ = planted_report
     table = pd.read_csv(summary.csv).set_index("model")
@@ -182,6 +187,7 @@ def test_a_variant_gets_its_own_row_after_its_model_and_stays_out_of_the_figures
     assert "Burgess" not in svg and "CFactorVAE (CFVAE)" in svg
 
 
+@pytest.mark.fast
 def test_figures_are_written_and_non_empty(planted_report):
     _, summary, markdown = planted_report
     folder = summary.markdown.parent
@@ -193,6 +199,7 @@ def test_figures_are_written_and_non_empty(planted_report):
     assert "](figure3.png)" in markdown and "±1 SD over seeds" in markdown
 
 
+@pytest.mark.fast
 def test_pvalues_are_welch_with_holm_over_the_whole_family(tmp_path):
     planted = planted_tree(tmp_path, CENTRES)
     table = comparisons_of(tmp_path)
@@ -213,6 +220,7 @@ def test_pvalues_are_welch_with_holm_over_the_whole_family(tmp_path):
     assert table["p_holm"].to_numpy() == pytest.approx(expected)
 
 
+@pytest.mark.fast
 def test_identical_distributions_do_not_support_the_claim(tmp_path):
     rng = np.random.default_rng(7)
     shared = [draw(rng, 100.0) for _ in range(5)]
@@ -228,6 +236,7 @@ def test_identical_distributions_do_not_support_the_claim(tmp_path):
             table, metric, "cvae", "Controlled-VAE")
 
 
+@pytest.mark.fast
 def test_significantly_higher_is_contradicted(tmp_path):
     planted_tree(tmp_path, {"factorvae": 90.0, "cfactorvae": 100.0})
     line = verdict(comparisons_of(tmp_path), "test_recon", "factorvae", "FactorVAE")
@@ -251,6 +260,7 @@ def edge_report(tmp_path_factory):
     return planted, summary, out.read_text(encoding="utf-8")
 
 
+@pytest.mark.fast
 def test_diverged_run_is_listed_and_not_averaged(edge_report):
     planted, summary, markdown = edge_report
     table = pd.read_csv(summary.csv).set_index("model")
@@ -264,6 +274,7 @@ def test_diverged_run_is_listed_and_not_averaged(edge_report):
     assert "excluded from the means: 1 diverged, 1 unfinished, 2 of other configurations" in markdown
 
 
+@pytest.mark.fast
 def test_running_run_is_listed_not_averaged(edge_report):
     _, summary, markdown = edge_report
     assert "| betavae | 4 | running | 1/3 | yes |" in markdown.split("#### Unfinished runs")[1]
@@ -272,6 +283,7 @@ def test_running_run_is_listed_not_averaged(edge_report):
     assert table.loc["betavae", "test_recon_n"] == 0
 
 
+@pytest.mark.fast
 def test_single_seed_cannot_be_tested(edge_report):
     _, _, markdown = edge_report
     assert ("- CFactorVAE has a lower test recon error than Controlled-VAE: cannot be tested: not enough seeds: "
@@ -280,6 +292,7 @@ def test_single_seed_cannot_be_tested(edge_report):
     assert "| Controlled VAE (CVAE) | " in markdown and "(n = 1, no SD)" in markdown
 
 
+@pytest.mark.fast
 def test_other_configuration_is_noted_not_mixed_in(edge_report):
     _, _, markdown = edge_report
     others = markdown.split("#### Other configurations")[1]
@@ -306,22 +319,26 @@ def test_each_dataset_gets_a_section_and_suffixed_figures(small_tree, tmp_path):
     assert set(pd.read_csv(summary.csv)["dataset"]) == {"chairs", "mnist"}
 
 
+@pytest.mark.fast
 def test_unknown_dataset_names_it_and_the_available_ones(small_tree, tmp_path):
     with pytest.raises(BenchError, match=r"unknown dataset 'cifar'.*chairs, mnist"):
         write_report(small_tree, tmp_path / "out" / "table1.md", dataset="cifar")
 
 
+@pytest.mark.fast
 def test_no_runs_is_a_record_error(tmp_path):
     with pytest.raises(RecordError, match="no run files"):
         write_report(tmp_path / "empty", tmp_path / "out" / "table1.md")
 
 
+@pytest.mark.fast
 def test_foreign_parquet_is_named(small_tree, tmp_path):
     pd.DataFrame({"x": [1]}).to_parquet(run_dir(small_tree, "mnist", "factorvae", 0) / "notes.parquet")
     with pytest.raises(RecordError, match="notes.parquet"):
         write_report(small_tree, tmp_path / "out" / "table1.md")
 
 
+@pytest.mark.fast
 def test_unwritable_output_folder_is_one_line_bench_error(small_tree, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the output folder should be")
@@ -330,6 +347,7 @@ def test_unwritable_output_folder_is_one_line_bench_error(small_tree, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.fast
 def test_summarise_keeps_all_five_models_in_order(small_tree):
     rows, runs = read_tree(small_tree)
     table = summarise(final_epoch_table(rows, runs))
@@ -345,6 +363,7 @@ def test_same_records_give_byte_identical_files(small_tree, tmp_path):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+@pytest.mark.fast
 def test_described_records_read_as_before_recipes(planted_report):
     _, summary, markdown = planted_report
     headings = [line for line in markdown.splitlines() if line.startswith("#")]

@@ -6,15 +6,12 @@ middle of an epoch, or with a checkpoint or a record half-written to its tempora
 through the job's steps: a job left after some epochs is what a kill after them leaves.
 """
 
-import os
 import signal
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
-from support import DATA_ROOT, KILLER, REPO, needs_mnist
+from support import DATA_ROOT, needs_mnist, run_bench
 
 from bench.plan import make_plan
 from bench.records import checkpoint_dir, read_tree
@@ -28,12 +25,6 @@ pytestmark = needs_mnist
 # other on one thread, so in a stack of 2 the 6th update is the first run's second of epoch 2.
 PLAN = ["run", "--models", "vae,factorvae", "--seeds", "2", "--profile", "smoke", "--epochs", "4", "--subset", "128,64",
         "--threads", "1"]
-
-
-def bench(*args, killer=None):
-    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
-    command = [sys.executable, "-c", KILLER, *killer] if killer else [sys.executable, "-m", "bench.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
 def records(out):
@@ -50,7 +41,7 @@ def whole_runs(tmp_path_factory):
     def get(stack="--stack"):
         if stack not in made:
             out = tmp_path_factory.mktemp("whole")
-            result = bench(*PLAN, stack, "--out", str(out))
+            result = run_bench(*PLAN, stack, "--out", out)
             assert result.returncode == 0, result.stderr
             made[stack] = records(out)
         return made[stack]
@@ -65,10 +56,10 @@ def whole_runs(tmp_path_factory):
 ])
 def test_a_killed_run_resumes_to_the_same_bits(tmp_path, whole_runs, where, count):
     out = tmp_path / "runs"
-    killed = bench(*PLAN, "--stack", "--out", str(out), killer=[where, str(count)])
+    killed = run_bench(*PLAN, "--stack", "--out", out, killer=(where, count))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert any(checkpoint_dir(out).glob("*.pt"))  # something to resume from
-    resumed = bench(*PLAN, "--stack", "--out", str(out))
+    resumed = run_bench(*PLAN, "--stack", "--out", out)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
     rows, status = records(out)

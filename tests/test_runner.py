@@ -1,5 +1,6 @@
 """The runner: what counts as done, what happens to killed and failing runs, run order."""
 
+import pytest
 from support import DATA_ROOT, needs_mnist, record_meta
 
 from bench.config import resolve
@@ -94,6 +95,7 @@ def test_a_stack_on_two_threads_trains_its_runs_side_by_side_with_their_one_thre
         pd.testing.assert_frame_equal(rows.drop(columns="seconds"), solo_rows.drop(columns="seconds"), check_exact=True)
 
 
+@pytest.mark.fast
 def test_stacks_group_runs_by_shape_and_spread_them_over_the_jobs(tmp_path):
     runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "quick", {}, tmp_path)
     cpu = make_stacks(runs, jobs=2, device="cpu")  # halves of 8 and 7, 5 and 5; at most 4 FactorVAE runs a stack
@@ -104,6 +106,7 @@ def test_stacks_group_runs_by_shape_and_spread_them_over_the_jobs(tmp_path):
     assert [len(s) for s in make_stacks(runs, jobs=2, device="cpu", stack=False)] == [1] * 25
 
 
+@pytest.mark.fast
 def test_a_cpu_stack_holds_at_most_its_share_of_memory_in_full_rounds_of_its_threads(tmp_path):
     # Paper networks at z = 20, counted by hand: the VAE has 640,745 parameters, the discriminator
     # 5,028,002. Weight, gradient and Adam's three buffers in float32: 20 bytes a parameter, so a
@@ -116,6 +119,7 @@ def test_a_cpu_stack_holds_at_most_its_share_of_memory_in_full_rounds_of_its_thr
     assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=3)) == [1, 3, 3, 3, 15]
 
 
+@pytest.mark.fast
 def test_a_foreign_file_at_a_run_path_is_not_done(tmp_path):
     (run,) = plan(tmp_path)
     run.path.parent.mkdir(parents=True)
@@ -123,6 +127,7 @@ def test_a_foreign_file_at_a_run_path_is_not_done(tmp_path):
     assert not is_finished(run.path)
 
 
+@pytest.mark.fast
 def test_runs_with_a_discriminator_cost_more():
     vae = resolve("vae", "mnist", 0, "quick")
     factor = resolve("factorvae", "mnist", 0, "quick")

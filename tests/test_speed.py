@@ -1,10 +1,8 @@
 """bench bench: the measurements run and report what they measured (no timing is asserted here)."""
 
 import os
-import subprocess
-import sys
 
-from support import DATA_ROOT, REPO, needs_mnist
+from support import needs_mnist, run_bench
 
 from bench.perf.speed import timed_process
 
@@ -21,10 +19,8 @@ def test_a_timed_process_reports_its_own_peak_memory_not_its_parents():
 @needs_mnist
 def test_bench_bench_against_the_usual_loop_appends_a_dated_table(tmp_path):
     log = tmp_path / "BENCHMARKS.md"
-    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--against-usual", "--models", "cvae",
-                             "--images", "128", "--stack-sizes", "1,2", "--append", str(log)],
-                            capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    result = run_bench("bench", "--against-usual", "--models", "cvae", "--images", "128", "--stack-sizes", "1,2",
+                       "--append", log)
     assert result.returncode == 0, result.stderr[-2000:]
     table = log.read_text()
     assert table.startswith("\n## bench bench --against-usual (") and "Command: `bench bench --against-usual" in table
@@ -34,9 +30,7 @@ def test_bench_bench_against_the_usual_loop_appends_a_dated_table(tmp_path):
 
 
 def test_bench_bench_times_the_author_recipe_at_its_own_batch():
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--recipe", "author", "--models",
-                             "cvae,cfactorvae", "--steps", "2", "--threads", "1"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = run_bench("bench", "--recipe", "author", "--models", "cvae,cfactorvae", "--steps", "2", "--threads", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "author recipe, batch 128, 2 steps" in result.stdout
     rows = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()[2:]}
@@ -44,6 +38,5 @@ def test_bench_bench_times_the_author_recipe_at_its_own_batch():
 
 
 def test_bench_bench_against_the_usual_loop_is_of_the_described_recipe():
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--recipe", "author", "--against-usual"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = run_bench("bench", "--recipe", "author", "--against-usual")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--against-usual" in result.stderr

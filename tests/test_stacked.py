@@ -128,20 +128,24 @@ def test_a_lockstep_run_gives_its_solo_numbers_bit_for_bit(models, workers, reci
 
 @pytest.mark.parametrize("runs, threads, expected", [(1, 2, (1, 2)), (2, 2, (2, 1)), (5, 2, (2, 1)), (2, 8, (2, 4)),
                                                      (3, 8, (3, 2)), (1, 1, (1, 1)), (4, 1, (1, 1))])
+@pytest.mark.fast
 def test_a_lockstep_stack_never_keeps_more_threads_busy_than_it_has(runs, threads, expected):
     workers, each = cpu_workers(runs, threads)
     assert (workers, each) == expected and workers * each <= threads
 
 
+@pytest.mark.fast
 def test_a_lockstep_stack_trains_at_least_one_run_at_a_time():
     with pytest.raises(ValueError, match="workers=0"):
         build([small("vae", 0)], images(32), images(16), vectorised=False, workers=0)
 
 
+@pytest.mark.fast
 def test_a_cpu_placement_makes_a_lockstep_stack():  # which placements are vectorised: tests/test_placement.py
     assert isinstance(make_stack([small("vae", 0)], images(32), images(16), Placement("cpu")), LockstepStack)
 
 
+@pytest.mark.fast
 def test_a_vectorised_stack_weighs_each_runs_terms_by_its_own_coefficients():
     # (recon, kl, gap, tc) of two runs; by hand: 10 + 1*2 + 0*3 + 6.4*0.5 = 15.2 and 20 + 0*4 + 1*5 + 2*(-1) = 23
     terms = [torch.tensor([10.0, 20.0]), torch.tensor([2.0, 4.0]), torch.tensor([3.0, 5.0]), torch.tensor([0.5, -1.0])]
@@ -162,6 +166,7 @@ def test_a_run_does_not_depend_on_what_it_is_stacked_with():
     assert_close(together[run_id], alone[run_id], 1e-9)
 
 
+@pytest.mark.fast
 def test_runs_that_differ_in_shape_or_optimiser_cannot_share_a_stack():
     assert stack_key(small("vae", 0)) == stack_key(small("cvae", 4, c_max=10.0))
     assert stack_key(small("vae", 0)) != stack_key(small("factorvae", 0))  # one has a discriminator

@@ -20,6 +20,8 @@ from bench.report.stats import (
     welch,
 )
 
+pytestmark = pytest.mark.fast
+
 # Shared fixed sample with exact-fraction Welch quantities (worked below).
 A = [2.0, 4.0, 6.0, 8.0]
 B = [1.0, 2.0, 3.0]

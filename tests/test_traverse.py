@@ -7,16 +7,14 @@ loops written in this file; the figures' sizes follow from the grid geometry of 
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import DATA_ROOT, REPO, needs_mnist
+from support import DATA_ROOT, needs_mnist, run_bench
 
 from bench.cli import main
 from bench.eval.mosaic import GAP, LABEL_WIDTH, LINE, MARGIN, SPACING, cell_origin, to_tiles
@@ -41,11 +39,13 @@ INDEX = 3
 TEST_IMAGES = 32
 
 
+@pytest.mark.fast
 def test_traversal_values_run_from_minus_three_to_three():
     assert traversal_values(11).tolist() == pytest.approx([-3 + 0.6 * k for k in range(11)], abs=1e-12)
     assert traversal_values(2).tolist() == [-3.0, 3.0]
 
 
+@pytest.mark.fast
 def test_traversal_latents_replace_one_coordinate_each():
     mu = torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64)
     values = traversal_values(5)
@@ -72,6 +72,7 @@ HAND_ORDER = [1, 0, 4, 3, 2]
 HAND_ACTIVE = [True, True, False, False, False]
 
 
+@pytest.mark.fast
 def test_kl_order_and_inactive_dimensions_by_hand():
     kl = mean_kl_per_dim(torch.tensor(HAND_MU), torch.tensor(HAND_LOGVAR))
     assert kl.dtype == torch.float64
@@ -103,6 +104,7 @@ def expected_tile(vae: VAE, z: list[float]) -> np.ndarray:
     return np.repeat(np.kron(grey, np.ones((2, 2), dtype=np.uint8))[:, :, None], 3, axis=2)
 
 
+@pytest.mark.fast
 def test_tiles_are_8_bit_rgb_at_least_64_pixels_high():
     grey = np.array([[[[0.0, 1.0], [0.5, 0.2]]]])  # one 2 x 2 grey image
     tiles = to_tiles(grey)
@@ -113,6 +115,7 @@ def test_tiles_are_8_bit_rgb_at_least_64_pixels_high():
     np.testing.assert_array_equal(to_tiles(colour), np.rint(colour * 255).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
+@pytest.mark.fast
 def test_traversal_of_a_hand_built_vae(monkeypatch):
     # KL per dimension: mu^2 / 2 for the means, (e^lv - 1 - lv) / 2 for the log-variances.
     mu, logvar = [0.3, -2.0, 0.0, 1.0], [0.0, 0.0, 0.0, math.log(0.25)]
@@ -141,20 +144,12 @@ def test_traversal_of_a_hand_built_vae(monkeypatch):
             np.testing.assert_array_equal(panel[y : y + TILE, x : x + TILE], expected_tile(vae, z))
 
 
-def bench(*args):
-    env = {**os.environ, "BENCH_DATA": str(DATA_ROOT), "BENCH_NO_DOWNLOAD": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Finished FactorVAE and CFactorVAE runs of one update (64 train and 32 test images), seed 0, with weights."""
     out = tmp_path_factory.mktemp("runs")
-    proc = bench("run", "--models", "factorvae,cfactorvae", "--seeds", "1", "--profile", "smoke", "--epochs", "1",
-                 "--subset", f"64,{TEST_IMAGES}", "--datasets", "mnist", "--out", str(out))
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
+    run_bench("run", "--models", "factorvae,cfactorvae", "--seeds", "1", "--profile", "smoke", "--epochs", "1",
+              "--subset", f"64,{TEST_IMAGES}", "--datasets", "mnist", "--out", out, timeout=300, check=True)
     return out
 
 
@@ -172,11 +167,9 @@ def cli(runs, tmp_path_factory):
         f"--image-index {TEST_IMAGES}: the test split": ["--runs", str(runs), "--image-index", str(TEST_IMAGES),
                                                          "--out", str(bad)],
     }
-    procs = {case: bench("traverse", *args) for case, args in commands.items()}
-    results = {}
-    for case, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        results[case] = (proc.returncode, stdout, stderr)
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        done = {case: pool.submit(run_bench, "traverse", *args, timeout=300) for case, args in commands.items()}
+    results = {case: (d.result().returncode, d.result().stdout, d.result().stderr) for case, d in done.items()}
     return out, bad, results
 
 
