@@ -48,3 +48,8 @@ LABELS = {
     "factorvae": "FactorVAE (FVAE)",
     "cfactorvae": "CFactorVAE (CFVAE)",
 }
+
+
+def picture_label(model: str) -> str:
+    """A model's label as the pictures title it: without the abbreviation, and in ASCII (their font has no β)."""
+    return LABELS.get(model, model).split(" (")[0].replace("β", "beta")

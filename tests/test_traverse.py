@@ -260,3 +260,11 @@ def test_bad_input_through_the_entry_point(runs, tmp_path, capsys):
         captured = capsys.readouterr()
         one_line_error(exit.value.code, captured.out, captured.err, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.fast
+def test_pictures_title_models_from_the_one_label_map_in_the_ascii_their_font_draws():
+    from bench.paper import LABELS, picture_label
+
+    assert picture_label("betavae") == "beta-VAE" and picture_label("cfactorvae") == "CFactorVAE"
+    assert all(picture_label(m).isascii() and picture_label(m) in LABELS[m].replace("β", "beta") for m in LABELS)

@@ -30,6 +30,7 @@ from bench.errors import BenchError
 from bench.eval import mosaic
 from bench.eval.saved import load_vae
 from bench.eval.scores import encode
+from bench.paper import picture_label
 from bench.records import config_key, config_rank, publish_atomic, read_tree, weights_path
 from bench.writable import check_folders
 from models.nets import VAE
@@ -43,8 +44,6 @@ RECONSTRUCTIONS = 10
 SAMPLE_GRID = 8  # prior samples drawn: SAMPLE_GRID x SAMPLE_GRID
 SAMPLE_SEED = 0  # one seed for every run, so runs with the same latent size decode the same z
 COMPARED = ("factorvae", "cfactorvae")  # the pair the paper sets side by side (Figure 2)
-TITLES = {"vae": "VAE", "betavae": "beta-VAE", "cvae": "CVAE", "factorvae": "FactorVAE",
-          "cfactorvae": "CFactorVAE", "cvae-burgess": "CVAE (Burgess)"}
 
 
 def traversal_values(steps: int, limit: float = LIMIT) -> torch.Tensor:
@@ -201,7 +200,7 @@ class LoadedRun:
 
     @property
     def caption(self) -> str:
-        return f"{TITLES.get(self.config.model, self.config.model)}, {self.config.dataset}, seed {self.config.seed}"
+        return f"{picture_label(self.config.model)}, {self.config.dataset}, seed {self.config.seed}"
 
 
 def _chosen_configs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -363,7 +362,7 @@ def _write(loaded: list[LoadedRun], out: Path, image_index: int, steps: int, log
             pair = [panels.get((dataset, seed, model)) for model in COMPARED]
             if any(panel is None for panel in pair):
                 continue
-            titles = [f"{TITLES[model]}, {dataset}, seed {seed}, test image {image_index}" for model in COMPARED]
+            titles = [f"{picture_label(model)}, {dataset}, seed {seed}, test image {image_index}" for model in COMPARED]
             path = _save(mosaic.titled(pair, titles), out / f"{dataset}-seed{seed}-{'-vs-'.join(COMPARED)}.png")
             log(path)
             written.append(path)
