@@ -158,7 +158,7 @@ def report(runs, dataset, out, data_root):
               help="--against-usual: append the dated table to this file, e.g. BENCHMARKS.md")
 def bench_speed(models, device, recipe, batch_size, steps, threads, against_usual, images, data_root, stack_sizes,
                 append_to):
-    """Images per second of one training step of each objective, or (--against-usual) the engine against the usual loop."""
+    """Images per second of one training step of each objective, or (--against-usual) bench run against the usual loop."""
     import torch
 
     from bench.perf.speed import measure
