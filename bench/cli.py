@@ -64,17 +64,22 @@ def cli():
 @click.option("--keep", is_flag=True, help="keep the checkpoints of finished runs")
 @click.option("--checkpoint-every", default=1, show_default=True, type=int,
               help="epochs between checkpoints (a kill loses at most that many)")
+@click.option("--cpu-stack", type=int, default=None,
+              help="the most runs in one CPU stack, whose runs all finish together  [default: as many as 512 MB holds]")
+@click.option("--order", default="dearest", show_default=True,
+              help="train the dearest stacks first (parallel jobs balance) or the cheapest (first runs finish soonest)")
 @click.option("--backend", default="local", show_default=True, help="local (processes here) or dask (a cluster)")
 @click.option("--scheduler", default=None, help="--backend dask: the scheduler's address, e.g. tcp://host:8786")
 @click.option("--resources", default=None, help="--backend dask: what each task needs of a worker, e.g. GPU=1")
 @click.option("--dry-run", is_flag=True, help="print the plan and train nothing")
 def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, device, out, data_root, stack, cuda_graphs, threads,
-        fresh, keep, checkpoint_every, backend, scheduler, resources, dry_run):
+        fresh, keep, checkpoint_every, cpu_stack, order, backend, scheduler, resources, dry_run):
     """Train every (model, dataset, seed) run not already finished; records go to --out as parquet."""
     from bench.data import datasets as data
     from bench.plan import make_plan, parse_names, parse_seeds
     from bench.run.execute import RunOptions, execute
     from bench.run.job import is_finished
+    from bench.run.stacks import ORDERS
 
     if not 1 <= jobs <= MOST_WORKERS:
         raise BenchError(f"--jobs {jobs}: need at least 1" if jobs < 1 else f"--jobs {jobs}: at most {MOST_WORKERS}")
@@ -83,6 +88,10 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
                          else f"--threads {threads}: at most {MOST_WORKERS}")
     if checkpoint_every < 1:
         raise BenchError(f"--checkpoint-every {checkpoint_every}: need at least 1")
+    if cpu_stack is not None and cpu_stack < 1:
+        raise BenchError(f"--cpu-stack {cpu_stack}: need at least 1")
+    if order not in ORDERS:
+        raise BenchError(f"--order {order}: choose {' or '.join(ORDERS)}")
     if device not in ("auto", "cpu", "cuda"):
         raise BenchError(f"--device {device}: choose auto, cpu or cuda")
     if backend not in ("local", "dask"):
@@ -114,8 +123,8 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
         click.echo(f"{len(plan)} runs planned")
         return
     options = RunOptions(jobs=jobs, device=device, stack=stack, cuda_graphs=cuda_graphs, threads=threads, fresh=fresh,
-                         keep=keep, checkpoint_every=checkpoint_every, backend=backend, scheduler=scheduler,
-                         resources=resources)
+                         keep=keep, checkpoint_every=checkpoint_every, cpu_stack=cpu_stack, order=order, backend=backend,
+                         scheduler=scheduler, resources=resources)
     summary = execute(plan, out, data.resolve_root(data_root), options)
     busy = f", left to another bench run {len(summary.busy)}" if summary.busy else ""
     click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)} (already done), "
@@ -308,12 +317,20 @@ def metrics(runs, data_root, again):
 
 
 # bench queue: a queue of long matrices trained one after another, in the background, from a fixed commit.
+QUEUE_FOLDER_HELP = "the queue's folder: state, log, worktree, records and reports  [default: $BENCH_CACHE/queue, " \
+                    "else ~/.cache/bench/queue]"
+
+
+def _queue_folder(folder: Path | None) -> Path:
+    from bench.run.queue import default_folder
+
+    return default_folder() if folder is None else folder
+
 
 def _queue_options(command):
     """The options of queue start and queue run: the folder, the code that trains, the matrices."""
     for option in reversed((
-        click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path),
-                     help="the queue's folder: state, log, worktree, records and reports"),
+        click.option("--folder", default=None, type=click.Path(path_type=Path), help=QUEUE_FOLDER_HELP),
         click.option("--repo", default=".", show_default=True, type=click.Path(path_type=Path),
                      help="the git repository whose commit trains"),
         click.option("--commit", default=None,
@@ -337,6 +354,7 @@ def queue_start(folder, repo, commit, queue_file):
     """Check and plan the queue, then train it in the background (log: FOLDER/queue.log); exit 2 if one runs."""
     from bench.run.queue import read_queue_file, start
 
+    folder = _queue_folder(folder)
     pid = start(folder, repo, commit, read_queue_file(queue_file) if queue_file else None)
     click.echo(f"queue started in {folder}: pid {pid}, log {folder / 'queue.log'}; "
                f"bench queue status --folder {folder} to watch it")
@@ -349,38 +367,42 @@ def queue_run(folder, repo, commit, queue_file):
     from bench.run.queue import read_queue_file
     from bench.run.queue import run as run_queue
 
-    sys.exit(run_queue(folder, repo, commit, read_queue_file(queue_file) if queue_file else None))
+    sys.exit(run_queue(_queue_folder(folder), repo, commit, read_queue_file(queue_file) if queue_file else None))
 
 
 @queue_group.command(name="status")
-@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+@click.option("--folder", default=None, type=click.Path(path_type=Path), help=QUEUE_FOLDER_HELP)
 def queue_status(folder):
     """Per matrix runs and epochs done, the rate and time left, the queue's ETA, and whether it runs."""
     from bench.run.queue import status
 
-    click.echo(status(folder), nl=False)
+    click.echo(status(_queue_folder(folder)), nl=False)
 
 
 @queue_group.command(name="stop")
-@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+@click.option("--folder", default=None, type=click.Path(path_type=Path), help=QUEUE_FOLDER_HELP)
 @click.option("--wait", default=120.0, show_default=True, type=float, help="seconds to wait before a SIGKILL")
 def queue_stop(folder, wait):
     """SIGTERM the running queue and its bench run, and wait for them to end; start resumes it."""
     from bench.run.queue import stop
 
-    click.echo(stop(folder, wait))
+    click.echo(stop(_queue_folder(folder), wait))
 
 
 @queue_group.command(name="land")
 @click.argument("matrix")
-@click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--folder", default="results/queue", show_default=True, type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path), required=False)
+@click.option("--folder", default=None, type=click.Path(path_type=Path), help=QUEUE_FOLDER_HELP)
+@click.option("--repo", default=".", show_default=True, type=click.Path(path_type=Path),
+              help="the repository whose results/records/MATRIX is the default DEST")
 @click.option("--partial", is_flag=True, help="land the finished runs of an unfinished matrix")
-def queue_land(matrix, dest, folder, partial):
-    """Copy a finished matrix's records (and seed 0's final weights) into DEST, e.g. results/records/mnist-author-e50."""
-    from bench.run.queue import land
+def queue_land(matrix, dest, folder, repo, partial):
+    """Copy a finished matrix's records (and seed 0's final weights) into DEST  [default: results/records/MATRIX,
+    where a queue started anew finds them and does not train them again]."""
+    from bench.run.queue import land, landed_dir
 
-    copied = land(folder, matrix, dest, partial)
+    dest = landed_dir(repo, matrix) if dest is None else dest
+    copied = land(_queue_folder(folder), matrix, dest, partial)
     click.echo(f"landed {len(copied)} files of {matrix} in {dest}")
 
 

@@ -143,6 +143,39 @@ def test_a_killed_queue_started_again_ends_with_the_same_bits(tmp_path, finished
     assert (folder / "two-vae" / "report" / "table1.md").exists()
 
 
+def test_a_queue_started_anew_takes_back_the_landed_runs_and_checks_its_code_out_again(tmp_path, finished):
+    repo = tmp_path / "repo"  # a new checkout, holding what was landed
+    subprocess.run(["git", "clone", "-q", str(finished.clone), str(repo)], check=True)
+    code, out, _ = bench_here("queue", "land", "two-vae", "--folder", finished.folder, "--repo", repo)
+    landed = queue.landed_dir(repo, "two-vae")
+    assert code == 0 and f"landed 3 files of two-vae in {landed}" in out
+    folder, args = tmp_path / "q", ["--repo", repo, "--commit", finished.commit, "--queue", tmp_path / "queue.txt"]
+    matrices(tmp_path, TWO, ONE)
+    first = run_bench("queue", "run", "--folder", folder, *args, check=True)
+    assert f"two-vae: 2 finished runs taken from {landed}, not trained again" in first.stderr
+    assert "2 of 2 runs already done" in first.stderr and "[1/1 vae mnist seed=0] epoch 1/1" in first.stderr
+    for record in run_files(landed):  # the landed files themselves, seed 0's weights with them
+        taken = folder / "two-vae" / "runs" / record.relative_to(landed)
+        assert taken.read_bytes() == record.read_bytes()
+    assert sum(1 for p in (folder / "two-vae" / "runs").rglob("*") if p.is_file() and "_weights" in p.parts) == 1
+    state = queue.read_state(folder)
+    assert state.matrix("two-vae").taken == sorted(p.stem for p in run_files(landed)) and not state.matrix("one-vae").taken
+    timings = (folder / "timings.md").read_text()
+    assert "`two-vae`: 2 runs (2 of them taken from landed records, trained elsewhere)" in timings
+    # The checkout laid anew once more: the queue's worktree has lost its link, and is made again.
+    shutil.rmtree(repo / ".git" / "worktrees")
+    again = run_bench("queue", "run", "--folder", folder, *args, check=True)
+    assert "is no longer a worktree" in again.stderr and "every matrix is done" in again.stderr
+    assert git(queue.worktree_dir(folder, finished.commit), "rev-parse", "HEAD") == finished.commit
+
+
+def test_the_default_folder_is_outside_the_work_tree(tmp_path):
+    cache = tmp_path / "cache"
+    result = run_bench("queue", "status", env={"BENCH_CACHE": str(cache)})
+    assert result.returncode == 2 and f"no queue in {cache / 'queue'}" in result.stderr
+    assert queue.default_folder().name == "queue"
+
+
 @pytest.fixture
 def half_done(tmp_path, finished):
     """The finished queue's folder, undone: two-vae's seed 1 cut back to its first epoch, one-vae not started."""

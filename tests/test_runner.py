@@ -8,7 +8,7 @@ from bench.plan import PlannedRun, make_plan
 from bench.records import read_meta, read_run, run_path, write_run
 from bench.run.execute import RunOptions, execute
 from bench.run.job import is_finished
-from bench.run.stacks import CPU_STACK_BYTES, make_stacks, relative_cost, training_bytes
+from bench.run.stacks import CPU_STACK_BYTES, make_stacks, order_stacks, relative_cost, training_bytes
 
 
 def plan(out, models=("vae",), seeds=1):
@@ -117,6 +117,41 @@ def test_a_cpu_stack_holds_at_most_its_share_of_memory_in_full_rounds_of_its_thr
     runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "paper", {}, tmp_path)
     assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=2)) == [2, 4, 4, 15]
     assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=3)) == [1, 3, 3, 3, 15]
+
+
+@pytest.mark.fast
+def test_cpu_stack_caps_the_runs_of_a_cpu_stack_and_not_of_a_gpu_one(tmp_path):
+    runs = make_plan(["vae", "betavae", "cvae", "factorvae", "cfactorvae"], ["mnist"], 5, "paper", {}, tmp_path)
+    # 15 VAE-family runs in stacks of 2 (one a core) and a last one; 10 FactorVAE-family runs in 5 pairs.
+    capped = make_stacks(runs, jobs=1, device="cpu", threads=2, cpu_stack=2)
+    assert sorted(len(s) for s in capped) == [1] + [2] * 12
+    assert [r.config.run_id for s in capped for r in s] == [r.config.run_id for r in runs
+                                                             if r.config.gamma == 0] + [r.config.run_id for r in runs
+                                                                                        if r.config.gamma != 0]
+    # A cap above the memory's 4 FactorVAE runs leaves that limit; a GPU stack is never capped.
+    assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cpu", threads=2, cpu_stack=8)) == [2, 4, 4, 7, 8]
+    assert sorted(len(s) for s in make_stacks(runs, jobs=1, device="cuda", cpu_stack=2)) == [10, 15]
+
+
+@pytest.mark.fast
+def test_stacks_train_dearest_first_or_cheapest_first_ties_in_plan_order(tmp_path):
+    vaes = make_plan(["vae"], ["mnist"], 3, "paper", {}, tmp_path)
+    factors = make_plan(["factorvae"], ["mnist"], 2, "paper", {}, tmp_path)
+    cost = {r.config.run_id: relative_cost(r.config) for r in vaes + factors}
+    stacks = [vaes[:2], factors[:1], [vaes[2]], factors[1:]]
+    # Costs in VAE-run units: 2, 4, 1, 4.
+    assert order_stacks(stacks, cost, "dearest") == [factors[:1], factors[1:], vaes[:2], [vaes[2]]]
+    assert order_stacks(stacks, cost, "cheapest") == [[vaes[2]], vaes[:2], factors[:1], factors[1:]]
+    # A member riding along in its resumed stack, finished already, costs nothing.
+    assert order_stacks([factors[:1], vaes[:2]], {vaes[0].config.run_id: 1.0}, "cheapest") == [factors[:1], vaes[:2]]
+
+
+@needs_mnist
+def test_order_cheapest_trains_the_cheapest_stack_first(tmp_path, capfd):
+    runs = make_plan(["factorvae", "vae"], ["mnist"], 1, "smoke", {"epochs": 1}, tmp_path)
+    execute(runs, tmp_path, DATA_ROOT, RunOptions(device="cpu", threads=1, order="cheapest"))
+    started = [line.split()[1] for line in capfd.readouterr().err.splitlines() if "epoch 1/1" in line]
+    assert started == ["vae", "factorvae"]
 
 
 @pytest.mark.fast

@@ -17,7 +17,7 @@ from bench.plan import PlannedRun, check_fits_data
 from bench.records import checkpoint_dir, metrics_path, read_meta, verify_checkpoint, weights_path
 from bench.run.job import StackTask, is_finished, log, run_task
 from bench.run.locks import lock_dir, lock_path, read_holder
-from bench.run.stacks import make_stacks, placement, relative_cost, stack_id
+from bench.run.stacks import make_stacks, order_stacks, placement, relative_cost, stack_id
 from bench.train.placement import resolve_device
 from bench.writable import check_files, check_folders
 
@@ -70,6 +70,8 @@ class RunOptions:
     fresh: bool = False  # ignore checkpoints and train from the start
     keep: bool = False  # keep the checkpoints of finished stacks
     checkpoint_every: int = 1  # epochs between checkpoints; a kill loses at most this many
+    cpu_stack: int | None = None  # the most runs in one CPU stack; None: as many as CPU_STACK_BYTES holds
+    order: str = "dearest"  # bench.run.stacks.ORDERS: which tasks train first
     backend: str = "local"  # "local" (joblib's processes) or "dask"
     scheduler: str | None = None  # the Dask scheduler's address, with backend="dask"
     resources: str | None = None  # a Dask resource each task needs, e.g. "GPU=1"
@@ -167,7 +169,8 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         # A cluster's worker runs one task per thread slot, so one torch thread each.
         return max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" and local else 1
 
-    stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed, threads_per_job(max(1, options.jobs)))
+    stacks = make_stacks(todo, max(1, options.jobs), device, options.stack, resumed, threads_per_job(max(1, options.jobs)),
+                         options.cpu_stack)
     # Each stack writes its checkpoint and index under a name of its own, and deletes them once it finishes.
     check_files([checkpoint_dir(out) / f"{stack_id([r.config.run_id for r in runs], options.stack)}{suffix}"
                  for runs in stacks for suffix in (".pt", ".json")], "choose another --out")
@@ -185,9 +188,8 @@ def execute(plan: list[PlannedRun], out: Path, data_root: Path, options: RunOpti
         f"with {jobs} job(s) x {threads} thread(s) on {device}, {where}"
         + (f"; {len(resumed)} resume from a checkpoint" if resumed else ""))
 
-    # Dearest tasks first: the jobs then balance better, and the ETA weighs runs by cost.
-    cost = {run.config.run_id: relative_cost(run.config) for run in todo}
-    stacks.sort(key=lambda runs: sum(cost.get(r.config.run_id, 0.0) for r in runs), reverse=True)
+    cost = {run.config.run_id: relative_cost(run.config) for run in todo}  # the ETA weighs runs by it too
+    stacks = order_stacks(stacks, cost, options.order)
     total_cost, done_cost = sum(cost.values()), 0.0
     index = {run.config.run_id: i + 1 for i, run in enumerate(r for runs in stacks for r in runs)}
     resumed_ids = {tuple(r.config.run_id for r in runs) for runs in resumed}

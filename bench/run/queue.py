@@ -9,18 +9,26 @@ checkpoint bit for bit. The code that trains is a git worktree of one commit (HE
 start), so edits to the repository's working tree never reach a run in flight, and every record
 names that commit.
 
-A queue folder (default ``results/queue``, git-ignored) holds ``queue.json`` (the state: the
-commit and, per matrix, its arguments, its plan as ``bench run --dry-run`` lists it, the wall time
-the queue spent on it and when it finished), ``_worktree-<sha>/`` (the code), ``_locks/queue.lock``
-(held by the live queue process), ``queue.pid``, ``queue.log`` (with ``bench run``'s progress
-lines), ``status.md``, ``timings.md``, and per matrix ``<name>/runs/`` (its ``bench run --out``:
-records and checkpoints) and ``<name>/report/`` (its ``bench report``).
+On the CPU its ``bench run`` trains the cheapest stacks first, each of at most as many runs as
+there are cores, so that runs finish, and can be landed, within hours rather than all at the
+end. A run whose finished record was landed in the repository (``results/records/<matrix>``,
+where ``bench queue land`` puts it) is taken back and not trained again, so a queue started
+anew on another machine goes on from the runs that were landed.
+
+A queue folder (default ``$BENCH_CACHE/queue``, else ``~/.cache/bench/queue``: outside the work
+tree, so a checkout laid anew keeps it) holds ``queue.json`` (the state: the commit and, per
+matrix, its arguments, its plan as ``bench run --dry-run`` lists it, the runs taken back, the
+wall time the queue spent on it and when it finished), ``_worktree-<sha>/`` (the code),
+``_locks/queue.lock`` (held by the live queue process), ``queue.pid``, ``queue.log`` (with
+``bench run``'s progress lines), ``status.md``, ``timings.md``, and per matrix ``<name>/runs/``
+(its ``bench run --out``: records and checkpoints) and ``<name>/report/`` (its ``bench report``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import json
 import os
 import re
@@ -48,22 +56,23 @@ class Matrix:
     args: tuple[str, ...]
 
 
-# The paper's 50-epoch MNIST matrices, in the order their answers are wanted.
+# The paper's 50-epoch MNIST matrices, in the order their answers are wanted; each name is also the
+# folder of results/records that its runs land in.
 DEFAULT_QUEUE = (
     # Table 1's three compared objectives, trained as the author's code trains them.
-    Matrix("author-e50",
+    Matrix("mnist-author-e50",
            ("--models", "cvae,factorvae,cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper")),
     # The author's CFactorVAE without its TC term: the author's CVAE loss, with weight 1 on |KL - C|.
-    Matrix("author-gamma0-e50",
+    Matrix("mnist-author-gamma0-e50",
            ("--models", "cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper", "--set", "gamma=0")),
     # The author's CFactorVAE with a discriminator that works, to see what its TC term does when it is estimated.
-    Matrix("author-leakyd-e50",
+    Matrix("mnist-author-leakyd-e50",
            ("--models", "cfactorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper",
             "--set", "disc=author-leaky")),
     # The plain VAE under the author's recipe: the baseline the three above add their terms to.
-    Matrix("author-vae-e50", ("--models", "vae", "--recipe", "author", "--seeds", "5", "--profile", "paper")),
+    Matrix("mnist-author-vae-e50", ("--models", "vae", "--recipe", "author", "--seeds", "5", "--profile", "paper")),
     # The five objectives as the paper describes them, for Table 1 beside the author's recipe.
-    Matrix("described-e50", ("--models", "all", "--seeds", "5", "--profile", "paper")),
+    Matrix("mnist-paper-e50", ("--models", "all", "--seeds", "5", "--profile", "paper")),
 )
 
 STATE_FORMAT = 1
@@ -119,6 +128,7 @@ class MatrixState:
     commit: str | None = None  # the commit its plan was made with
     runs: list[dict] = field(default_factory=list)  # run_id, dataset, model, seed, epochs: from bench run --dry-run
     wall_seconds: float = 0.0  # time the queue spent training and reporting it, over all its sessions
+    taken: list[str] = field(default_factory=list)  # run ids whose landed records were taken back, not trained here
     finished: dict | None = None  # at, wall_seconds, machine: written once its report is
 
 
@@ -148,6 +158,16 @@ def report_path(folder: Path, name: str) -> Path:
 
 def worktree_dir(folder: Path, commit: str) -> Path:
     return Path(folder) / f"_worktree-{commit[:12]}"
+
+
+def default_folder() -> Path:
+    """The queue folder when none is given: outside the work tree, beside the datasets' cache."""
+    return Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "bench") / "queue"
+
+
+def landed_dir(repo: Path, name: str) -> Path:
+    """Where a matrix's finished runs are landed by default, and where a queue looks for them before training."""
+    return Path(repo) / "results" / "records" / name
 
 
 def read_queue_file(path: Path) -> list[Matrix]:
@@ -197,6 +217,7 @@ def read_state(folder: Path) -> State | None:
             if not (isinstance(m.name, str) and isinstance(m.args, list) and all(isinstance(a, str) for a in m.args)
                     and isinstance(m.runs, list) and all(isinstance(r, dict) and RUN_KEYS <= r.keys() for r in m.runs)
                     and isinstance(m.wall_seconds, (int, float))
+                    and isinstance(m.taken, list) and all(isinstance(r, str) for r in m.taken)
                     and (m.finished is None or isinstance(m.finished, dict) and FINISHED_KEYS <= m.finished.keys())):
                 raise ValueError(f"matrix {m.name!r} is malformed")
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -231,6 +252,10 @@ def resolve_commit(repo: Path, ref: str) -> tuple[Path, str]:
 def checkout(repo: Path, folder: Path, commit: str) -> Path:
     """The queue's worktree of ``commit``: made on first use, then reused as long as it holds exactly that commit."""
     path = worktree_dir(folder, commit)
+    if path.exists() and _git(path, "rev-parse", "--git-dir").returncode:
+        # Its repository was laid anew (a new checkout in the same place), which drops the worktree's link: make it again.
+        say(f"{path} is no longer a worktree of {repo}; checking out {commit[:12]} there again")
+        shutil.rmtree(path)
     if not path.exists():
         _git(repo, "worktree", "prune")  # forget a worktree folder deleted by hand, so its path can be reused
         made = _git(repo, "worktree", "add", "--detach", str(path), commit)
@@ -270,15 +295,30 @@ def _in_worktree(worktree: Path, arguments: list[str], **options):
                             stdin=subprocess.DEVNULL, **options)
 
 
-def run_args(folder: Path, matrix: MatrixState) -> list[str]:
-    # Checkpoints every epoch unless the matrix says otherwise (a later option wins): a kill loses one epoch at most.
-    return ["run", "--checkpoint-every", "1", *matrix.args, "--out", str(runs_dir(folder, matrix.name))]
+def queue_options() -> tuple[tuple[str, str], ...]:
+    """What the queue gives every ``bench run`` unless the matrix says otherwise (a later option wins): a
+    checkpoint every epoch, so a kill loses one epoch at most; the cheapest CPU stacks first, of one run a
+    core, so that runs finish (and can land) early."""
+    return ("--checkpoint-every", "1"), ("--order", "cheapest"), ("--cpu-stack", str(os.cpu_count() or 1))
+
+
+@functools.lru_cache
+def known_options(worktree: Path) -> frozenset[str]:
+    """The options of the worktree's ``bench run``, read from its ``--help``: an older commit lacks some."""
+    child = _in_worktree(worktree, ["-m", "bench.cli", "run", "--help"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    return frozenset(re.findall(r"--[a-z][a-z-]*", child.communicate()[0]))
+
+
+def run_args(folder: Path, worktree: Path, matrix: MatrixState) -> list[str]:
+    given = [word for option in queue_options() if option[0] in known_options(worktree) for word in option]
+    return ["run", *given, *matrix.args, "--out", str(runs_dir(folder, matrix.name))]
 
 
 def plan(folder: Path, worktree: Path, commit: str, matrices: list[MatrixState]) -> None:
     """Fill in each matrix's runs as ``bench run --dry-run`` of the worktree lists them; BenchError naming the
     matrix if its arguments are bad at that commit."""
-    child = _in_worktree(worktree, ["-c", PLAN_SCRIPT, json.dumps([run_args(folder, m) for m in matrices])],
+    child = _in_worktree(worktree, ["-c", PLAN_SCRIPT, json.dumps([run_args(folder, worktree, m) for m in matrices])],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = child.communicate()
     chunks = out.split("#matrix\n")[1:]
@@ -372,8 +412,52 @@ def _prepare(folder: Path, repo: Path, commit: str | None, given: list[Matrix] |
     unplanned = [m for m in matrices if m.finished is None and m.commit != wanted]
     if unplanned:
         plan(folder, worktree, wanted, unplanned)
+    for matrix in matrices:
+        if matrix.finished is None:
+            taken = take_landed(folder, matrix, landed_dir(repo, matrix.name))
+            if taken:
+                say(f"{matrix.name}: {len(taken)} finished runs taken from {landed_dir(repo, matrix.name)}, "
+                    "not trained again")
     write_state(folder, state)
     return state, worktree
+
+
+def _record_files(record: Path, seed: int) -> list[Path]:
+    """What lands of a finished run: its record, its metrics if scored, and seed 0's final weights."""
+    files = [record]
+    if metrics_path(record).exists():
+        files.append(metrics_path(record))
+    if seed == 0 and weights_path(record).exists():
+        files.append(weights_path(record))
+    return files
+
+
+def _copy_all(pairs: list[tuple[Path, Path]], dest: Path) -> None:
+    """Copy each (source, target) pair, each target written whole or not at all."""
+    try:
+        for path, target in pairs:
+            publish_atomic(target, lambda tmp, path=path: shutil.copyfile(path, tmp))
+    except OSError as exc:
+        raise BenchError(f"cannot write to {dest}: {exc.strerror or exc}") from None
+
+
+def take_landed(folder: Path, matrix: MatrixState, landed: Path) -> list[str]:
+    """Copy into the matrix's runs folder the landed files of each planned run that has no record there and a
+    finished one in ``landed`` (by ``bench queue land``, perhaps from a queue on another machine); return their
+    run ids. The inverse of :func:`land`: the same files at the same places below the two folders."""
+    have = records(folder, matrix)
+    seeds = {run["run_id"]: run["seed"] for run in matrix.runs}
+    found = {path.stem: path for path in run_files(landed) if path.stem in seeds} if landed.is_dir() else {}
+    taken, pairs = [], []
+    for run_id, record in sorted(found.items()):
+        if run_id in have or read_meta(record).get("status") not in DONE:
+            continue
+        taken.append(run_id)
+        pairs += [(path, runs_dir(folder, matrix.name) / path.relative_to(landed))
+                  for path in _record_files(record, seeds[run_id])]
+    _copy_all(pairs, runs_dir(folder, matrix.name))
+    matrix.taken = sorted({*matrix.taken, *taken})
+    return taken
 
 
 @dataclass
@@ -499,7 +583,7 @@ def _save(folder: Path, state: State, me: dict | None) -> None:
 
 def _train(folder: Path, worktree: Path, state: State, matrix: MatrixState, me: dict) -> int:
     """One ``bench run`` of the matrix, its output passed through; its wall time added to the state as it goes."""
-    args = run_args(folder, matrix)
+    args = run_args(folder, worktree, matrix)
     say(f"{matrix.name}: bench {shlex.join(args)}")
     child = _in_worktree(worktree, ["-m", "bench.cli", *args])
     last = time.monotonic()
@@ -551,8 +635,9 @@ def _log_timing(folder: Path, matrix: MatrixState) -> None:
     """Append the matrix's line to timings.md unless it is there (a kill may come between state and line)."""
     path = Path(folder) / "timings.md"
     done = matrix.finished
-    line = (f"- {done['at']} `{matrix.name}`: {len(matrix.runs)} runs, {sum(r['epochs'] for r in matrix.runs)} epochs in "
-            f"{_span(done['wall_seconds'])} wall (start-ups, resumes and report included) on {done['machine']}, "
+    taken = f" ({len(matrix.taken)} of them taken from landed records, trained elsewhere)" if matrix.taken else ""
+    line = (f"- {done['at']} `{matrix.name}`: {len(matrix.runs)} runs{taken}, {sum(r['epochs'] for r in matrix.runs)} "
+            f"epochs in {_span(done['wall_seconds'])} wall (start-ups, resumes and report included) on {done['machine']}, "
             f"commit {matrix.commit[:12]}: `bench run {shlex.join(matrix.args)}`")
     text = path.read_text(encoding="utf-8") if path.exists() else (
         "# Queue timings\n\nOne line per matrix the queue finished: when, its size, the wall time the queue spent on "
@@ -691,7 +776,8 @@ def stop(folder: Path, wait: float = 120.0) -> str:
 
 
 def land(folder: Path, name: str, dest: Path, partial: bool = False) -> list[Path]:
-    """Copy a finished matrix's records into ``dest``: each run's parquet files, and seed 0's final weights.
+    """Copy a finished matrix's records into ``dest`` (:func:`landed_dir` by default): each run's parquet files,
+    and seed 0's final weights.
 
     Never checkpoints or locks. Refuses an unfinished matrix unless ``partial`` (then only its
     finished runs are copied), and a destination file that exists with other content (nothing
@@ -711,18 +797,11 @@ def land(folder: Path, name: str, dest: Path, partial: bool = False) -> list[Pat
     files = []
     for run in matrix.runs:
         record = found.get(run["run_id"])
-        if record is None or read_meta(record).get("status") not in DONE:
-            continue
-        files += [path for path in (record, metrics_path(record)) if path.exists()]
-        if run["seed"] == 0 and weights_path(record).exists():
-            files.append(weights_path(record))
+        if record is not None and read_meta(record).get("status") in DONE:
+            files += _record_files(record, run["seed"])
     targets = [Path(dest) / path.relative_to(source) for path in files]
     for path, target in zip(files, targets):
         if target.exists() and target.read_bytes() != path.read_bytes():
             raise BenchError(f"{target} exists with other content; nothing was copied (move it away first)")
-    try:
-        for path, target in zip(files, targets):
-            publish_atomic(target, lambda tmp, path=path: shutil.copyfile(path, tmp))
-    except OSError as exc:
-        raise BenchError(f"cannot write to {dest}: {exc.strerror or exc}") from None
+    _copy_all(list(zip(files, targets)), Path(dest))
     return targets

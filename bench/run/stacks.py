@@ -65,15 +65,17 @@ def _split(runs: list, parts: int) -> list[list]:
 
 
 def make_stacks(todo: list, jobs: int, device: str, stack: bool = True, resumed: list[list] | None = None,
-                threads: int = 1) -> list[list]:
+                threads: int = 1, cpu_stack: int | None = None) -> list[list]:
     """The planned runs grouped into what each task trains at once.
 
     Stacks that have a checkpoint (``resumed``) come back as they were. Without stacking every
     other run is its own task. With it, runs that can share a stack (:func:`bench.config.stack_key`)
     are grouped; on a GPU a group is one stack, on the CPU it is split into ``jobs`` stacks of
     near-equal size so that every job has work, and each of those into stacks that hold at most
-    :data:`CPU_STACK_BYTES` of training state, their sizes a multiple of the job's ``threads``
-    where they can be (so that every round of runs trained side by side is full).
+    :data:`CPU_STACK_BYTES` of training state and at most ``cpu_stack`` runs, their sizes a
+    multiple of the job's ``threads`` where they can be (so that every round of runs trained
+    side by side is full). Small CPU stacks finish their runs sooner: a stack's runs all finish
+    together, after its last epoch.
     """
     stacks = [list(s) for s in resumed or []]
     taken = {run.config.run_id for s in stacks for run in s}
@@ -89,11 +91,22 @@ def make_stacks(todo: list, jobs: int, device: str, stack: bool = True, resumed:
             continue
         spec = datasets.DATASETS[runs[0].config.dataset]
         most = max(1, CPU_STACK_BYTES // training_bytes(runs[0].config, spec.channels, spec.image_size))
+        most = min(most, cpu_stack or most)
         if most >= threads:
             most -= most % threads
         for part in _split(runs, min(jobs, len(runs))):
             stacks.extend(part[start:start + most] for start in range(0, len(part), most))
     return stacks
+
+
+ORDERS = ("dearest", "cheapest")
+
+
+def order_stacks(stacks: list[list], cost: dict[str, float], order: str) -> list[list]:
+    """The stacks in training order: the dearest first, so that parallel jobs balance, or the cheapest first, so
+    that the first runs finish soonest; ties keep their order. ``cost``: :func:`relative_cost` by run id (a
+    finished member riding along in its resumed stack has none)."""
+    return sorted(stacks, key=lambda runs: sum(cost.get(r.config.run_id, 0.0) for r in runs), reverse=order == "dearest")
 
 
 def relative_cost(config: RunConfig) -> float:
