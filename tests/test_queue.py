@@ -104,6 +104,7 @@ def test_a_started_queue_trains_every_matrix_from_its_commit_and_reports_it(fini
     assert all(machine and machine in line and commit[:12] in line for machine, line in zip(machines, timings))
     log = (folder / "queue.log").read_text()
     assert "[2/2 vae mnist seed=1] epoch 3/3" in log and "every matrix is done" in log
+    assert f"two-vae: bench run --checkpoint-every 1 --order cheapest --cpu-stack {os.cpu_count()} --models vae" in log
     text = queue.status(folder)
     assert text == (folder / "status.md").read_text() and "Not running" in text
     assert "| two-vae | 2/2 | 6/6 |" in text and "| one-vae | 1/1 | 1/1 |" in text and "All 7 epochs" in text
@@ -153,7 +154,7 @@ def test_a_queue_started_anew_takes_back_the_landed_runs_and_checks_its_code_out
     matrices(tmp_path, TWO, ONE)
     first = run_bench("queue", "run", "--folder", folder, *args, check=True)
     assert f"two-vae: 2 finished runs taken from {landed}, not trained again" in first.stderr
-    assert "2 of 2 runs already done" in first.stderr and "[1/1 vae mnist seed=0] epoch 1/1" in first.stderr
+    assert "two-vae: bench run" not in first.stderr and "[1/1 vae mnist seed=0] epoch 1/1" in first.stderr
     for record in run_files(landed):  # the landed files themselves, seed 0's weights with them
         taken = folder / "two-vae" / "runs" / record.relative_to(landed)
         assert taken.read_bytes() == record.read_bytes()
