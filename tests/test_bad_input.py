@@ -116,6 +116,8 @@ CASES = [
     ("unknown key", ["run", "--set", "nope=1"], None, "--set nope: unknown key", None),
     ("no jobs", ["run", "--jobs", "0"], None, "--jobs 0: need at least 1", None),
     ("no threads", ["run", "--threads", "0"], None, "--threads 0: need at least 1", None),
+    ("no runs a CPU stack", ["run", "--cpu-stack", "0"], None, "--cpu-stack 0: need at least 1", None),
+    ("an unknown order", ["run", "--order", "random"], None, "--order random: choose dearest or cheapest", None),
     ("unknown device", ["run", "--device", "tpu"], None, "--device tpu", None),
     ("out is a file", ["run", "--out", "{tmp}/a-file/runs"], file_for_out, "a-file is not a folder", None),
     ("truncated checkpoint", ["run"], damage_checkpoint, "is damaged", None),
