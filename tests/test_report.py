@@ -116,12 +116,13 @@ def test_markdown_has_every_model_and_the_headers(planted_report):
         assert f"| {name} |" in header
     assert header.endswith("| Diverged (excluded) | Trained on |")
     for label in ("| VAE |", "| β-VAE |"):
-        assert sum(line.startswith(label) for line in markdown.splitlines()) == 1
+        # Table 1, the per-seed table
+        assert sum(line.startswith(label) for line in markdown.splitlines()) == 1 + 1
     for label in ("| Controlled VAE (CVAE) |", "| FactorVAE (FVAE) |", "| CFactorVAE (CFVAE) |"):
-        # Table 1, four metric rows against the paper, one consistency row
-        assert sum(line.startswith(label) for line in markdown.splitlines()) == 1 + 4 + 1
+        # Table 1, the per-seed table, four metric rows against the paper, one consistency row
+        assert sum(line.startswith(label) for line in markdown.splitlines()) == 1 + 1 + 4 + 1
     assert "nats per image" in markdown
-    assert "- Seeds: 0, 1, 2, 3, 4" in markdown and "- Epochs: 3" in markdown
+    assert "- Seeds finished: 0, 1, 2, 3, 4" in markdown and "- Epochs: 3" in markdown
     assert "first 256 images" in markdown and "test subset: full split" in markdown
 
 
@@ -159,6 +160,24 @@ def test_ours_minus_the_paper_per_cell_and_the_consistency_lines(planted_report)
         assert table.loc[model, "test_gap_mean"] == pytest.approx(np.mean(gaps), rel=1e-9)
         assert table.loc[model, "test_gap_sd"] == pytest.approx(np.std(gaps, ddof=1), rel=1e-9)
     assert np.isnan(table.loc["vae", "paper_train_gap"]) and np.isnan(table.loc["vae", "diff_test_recon"])
+
+
+@pytest.mark.fast
+def test_the_per_seed_table_shows_a_seed_far_from_the_rest(tmp_path):
+    recons = {"cvae": [124.0, 128.0, 127.0, 123.0, 271.0], "cfactorvae": [119.0, 121.0, 118.0]}
+    for model, values in recons.items():
+        for seed, recon in enumerate(values):
+            write(tmp_path / "runs", model, seed, {"train_loss": 130.0, "train_recon": 129.0,
+                                                   "test_loss": recon + 1.0, "test_recon": recon})
+    write_report(tmp_path / "runs", tmp_path / "out" / "table1.md")
+    lines = (tmp_path / "out" / "table1.md").read_text(encoding="utf-8").splitlines()
+    header = lines.index("| Model | Seed 0 | Seed 1 | Seed 2 | Seed 3 | Seed 4 | Median |")
+    # medians by hand: 127 of (123, 124, 127, 128, 271); 119 of (118, 119, 121); models without runs have no row
+    assert lines[header + 2: header + 5] == [
+        "| Controlled VAE (CVAE) | 124.00 | 128.00 | 127.00 | 123.00 | 271.00 | 127.00 |",
+        "| CFactorVAE (CFVAE) | 119.00 | 121.00 | 118.00 | — | — | 119.00 |",
+        "",
+    ]
 
 
 @pytest.mark.fast

@@ -433,7 +433,7 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
         f"- Epochs: {_per_model(done, lambda r: str(_config_value(r, 'epochs')))}",
         f"- Train subset: {_per_model(done, lambda r: _subset(_config_value(r, 'train_subset')))}; "
         f"test subset: {_per_model(done, lambda r: _subset(_config_value(r, 'test_subset')))} (0 in the config = full split)",
-        f"- Seeds: {', '.join(map(str, seeds)) or 'none finished'}",
+        f"- Seeds finished: {', '.join(map(str, seeds)) or 'none finished'}",
         f"- Trained on: {_per_model(done, _machine)}",
         f"- Runs: {len(done)} finished runs averaged; excluded from the means: "
         f"{int((table['status'] == 'diverged').sum())} diverged, "
@@ -476,6 +476,21 @@ def _table1_markdown(summary: pd.DataFrame) -> list[str]:
     for row in summary.to_dict("records"):
         ours = [_cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in TABLE1_COLUMNS]
         lines.append(f"| {row['label']} | " + " | ".join(ours) + f" | {row['n_diverged']} | {row['trained_on']} |")
+    return lines
+
+
+def _per_seed_markdown(section: pd.DataFrame) -> list[str]:
+    """Each finished seed's final test recon error: a mean ± SD over five seeds hides one seed far from the rest."""
+    done = section[section["in_table"] & (section["status"] == "finished")]
+    if done.empty:
+        return []
+    seeds = sorted(int(s) for s in done["seed"].unique())
+    lines = ["", "Per seed: the final test recon error of each finished run averaged above, and the median over seeds.", "",
+             "| Model | " + " | ".join(f"Seed {s}" for s in seeds) + " | Median |", "|---" * (2 + len(seeds)) + "|"]
+    for model in [m for m in _model_order(done["model"].unique()) if (done["model"] == m).any()]:
+        values = done[done["model"] == model].set_index("seed")["test_recon"]
+        cells = [_num(values[s]) if s in values.index else "—" for s in seeds]
+        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + f" | {_num(values.median())} |")
     return lines
 
 
@@ -1086,6 +1101,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             lines += ["", heading, "", "### Table 1: reconstruction quality at the final epoch", ""]
             lines += _provenance(section)
             lines += [""] + _table1_markdown(rows_of)
+            lines += _per_seed_markdown(section)
             lines += _excluded_runs(section)
             if name == PAPER_DATASET:
                 lines += ["", "### Against the paper's Table 1", ""] + _against_paper_markdown(rows_of, recipe)
