@@ -204,6 +204,20 @@ def test_status_counts_a_half_done_queue(half_done):
     assert "4/7 epochs trained; ETA" in out
 
 
+@pytest.mark.fast
+def test_the_time_left_times_each_model_at_its_own_rate():
+    # factorvae: 10 epochs in 200 s (180/h); vae: 10 epochs in 100 s (360/h), measured in another matrix
+    own, elsewhere = {"factorvae": [10, 200.0]}, {"factorvae": [10, 200.0], "vae": [10, 100.0]}
+    # 20 factorvae epochs at 180/h = 400 s, 30 vae epochs at 360/h = 300 s
+    assert queue.seconds_left({"factorvae": 20, "vae": 30}, own, elsewhere) == (pytest.approx(700.0), False)
+    # cfactorvae untimed anywhere: at this matrix's pooled rate, 180/h, 5 epochs = 100 s, and said so
+    assert queue.seconds_left({"cfactorvae": 5}, own, elsewhere) == (pytest.approx(100.0), True)
+    # a matrix not started: the queue's pooled rate, 20 epochs in 300 s, 240/h: 4 epochs = 60 s
+    assert queue.seconds_left({"cvae": 4}, {}, elsewhere) == (pytest.approx(60.0), True)
+    assert queue.seconds_left({"cvae": 4}, {}, {}) == (None, True)
+    assert queue.seconds_left({"cvae": 0}, {}, {}) == (0.0, False)
+
+
 def test_land_copies_finished_runs_only(half_done, finished, tmp_path):
     dest = tmp_path / "records"
     code, _, err = bench_here("queue", "land", "two-vae", dest, "--folder", half_done)

@@ -469,8 +469,8 @@ class Progress:
     failed: int = 0
     epochs: int = 0  # planned, over all runs
     epochs_done: int = 0  # a finished or diverged run counts in full
-    trained: int = 0  # epochs recorded, for the rate
-    seconds: float = 0.0  # the records' seconds column: the training and evaluation time of those epochs
+    left: dict = field(default_factory=dict)  # model -> epochs still to train
+    spent: dict = field(default_factory=dict)  # model -> [epochs recorded, their share of the wall time in seconds]
     started: bool = False
     devices: set = field(default_factory=set)
 
@@ -480,8 +480,36 @@ class Progress:
 
     @property
     def rate(self) -> float | None:
-        """Epochs per hour of training (one run's epoch counts one), None before the first one is recorded."""
-        return self.trained / self.seconds * 3600 if self.seconds > 0 else None
+        """Epochs per hour of wall time (one run's epoch counts one), None before the first one is recorded."""
+        return rate_of(self.spent.values())
+
+
+def rate_of(spent) -> float | None:
+    """Epochs per hour of ``[epochs, seconds]`` pairs pooled, None without a second recorded."""
+    epochs, seconds = sum(e for e, _ in spent), sum(s for _, s in spent)
+    return epochs / seconds * 3600 if seconds > 0 else None
+
+
+def seconds_left(left: dict, own: dict, queue_wide: dict) -> tuple[float | None, bool]:
+    """The wall time a matrix's ``left`` epochs (model -> epochs) take, and whether a model was timed by another's rate.
+
+    Each model is timed at its rate in this matrix (``own``, model -> [epochs, seconds]), else at its rate in the
+    queue's other matrices (``queue_wide``), else at this matrix's rate pooled over its models, else at the queue's:
+    a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a matrix by the models done first.
+    None when nothing of the queue has been timed yet.
+    """
+    total, assumed = 0.0, False
+    for model, epochs in left.items():
+        if not epochs:
+            continue
+        rate = rate_of([own[model]]) if model in own else None
+        rate = rate or (rate_of([queue_wide[model]]) if model in queue_wide else None)
+        if rate is None:
+            assumed, rate = True, rate_of(own.values()) or rate_of(queue_wide.values())
+        if rate is None:
+            return None, assumed
+        total += epochs / rate * 3600
+    return total, assumed
 
 
 def records(folder: Path, matrix: MatrixState) -> dict[str, Path]:
@@ -498,18 +526,23 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
     for run in matrix.runs:
         path = found.get(run["run_id"])
         if path is None:
+            p.left[run["model"]] = p.left.get(run["model"], 0) + run["epochs"]
             continue
         rows, meta = read_run(path)
         p.started = True
         p.devices.add(meta.get("device"))
-        p.trained += int((rows["split"] == "train").sum())
-        p.seconds += float(rows["seconds"].sum())
+        spent = p.spent.setdefault(run["model"], [0, 0.0])
+        spent[0] += int((rows["split"] == "train").sum())
+        # A stack's runs train side by side: each record holds the stack's seconds, its run a share of them.
+        spent[1] += float(rows["seconds"].sum()) / max(1, int(meta.get("stack_size") or 1))
         if meta.get("status") in DONE:
             p.finished += 1
-            p.epochs_done += run["epochs"]
+            done = run["epochs"]
         else:
             p.failed += meta.get("status") == "failed"
-            p.epochs_done += int(rows["epoch"].max()) if len(rows) else 0
+            done = int(rows["epoch"].max()) if len(rows) else 0
+        p.epochs_done += done
+        p.left[run["model"]] = p.left.get(run["model"], 0) + run["epochs"] - done
     return p
 
 
@@ -530,8 +563,12 @@ def status_text(folder: Path, state: State, alive: dict | None) -> str:
              "| matrix | runs finished | epochs done | epochs/h | time left | state |",
              "|---|---|---|---|---|---|"]
     progresses = [progress(folder, m) for m in state.matrices]
-    trained, seconds = sum(p.trained for p in progresses), sum(p.seconds for p in progresses)
-    pooled = trained / seconds * 3600 if seconds > 0 else None
+    queue_wide: dict = {}
+    for p in progresses:
+        for model, (epochs, seconds) in p.spent.items():
+            queue_wide.setdefault(model, [0, 0.0])
+            queue_wide[model][0] += epochs
+            queue_wide[model][1] += seconds
     left, unknown, assumed, current = 0.0, False, False, alive is not None
     for matrix, p in zip(state.matrices, progresses):
         if matrix.finished is not None:
@@ -544,10 +581,10 @@ def status_text(folder: Path, state: State, alive: dict | None) -> str:
             what = "partly trained" if p.started else "waiting"
         if p.failed:
             what += f", {p.failed} failed"
-        remaining, rate = p.epochs - p.epochs_done, p.rate or pooled
-        unknown |= bool(remaining) and rate is None
-        assumed |= bool(remaining) and p.rate is None
-        matrix_left = remaining / rate * 3600 if remaining and rate else 0.0
+        matrix_left, guessed = seconds_left(p.left, p.spent, queue_wide)
+        unknown |= matrix_left is None
+        assumed |= guessed
+        matrix_left = matrix_left or 0.0
         left += matrix_left
         lines.append(f"| {matrix.name} | {p.finished}/{p.runs} | {p.epochs_done}/{p.epochs} | "
                      f"{f'{p.rate:.1f}' if p.rate else '-'} | {_span(matrix_left) if matrix_left else '-'} | {what} |")
@@ -560,7 +597,7 @@ def status_text(folder: Path, state: State, alive: dict | None) -> str:
     else:
         lines.append(f"{done}/{total} epochs trained; ETA {_span(left)} of training from now, about "
                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + left))} if it runs without a break"
-                     + (f" (matrices without an epoch yet at the {pooled:.1f} epochs/h measured so far)."
+                     + (" (a model without an epoch yet is timed at its matrix's rate, else the queue's)."
                         if assumed else "."))
     return "\n".join(lines) + "\n"
 
