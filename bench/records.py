@@ -117,6 +117,7 @@ META_FIELDS: dict[str, tuple[tuple[type, ...], int | None]] = {
     "error": ((str,), None),
     "resumed_at_epochs": ((list,), None),
     "renamed_from": ((dict,), None),  # the model and run id of a run relabelled when its objective was renamed
+    "cpu": ((str,), None),  # the CPU's model name; records written before it was kept lack it
 }
 STATUSES = ("running", "finished", "diverged", "failed")
 VERSION_KEYS = ("python", "torch", "torchvision")
@@ -374,7 +375,8 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All rows under root and one summary row per run.
 
     Returns ``(rows, runs)``. ``runs`` has run_id, model, dataset, seed, profile, status,
-    epochs (planned), epochs_done, wall_seconds, device, torch (version), threads, path and
+    epochs (planned), epochs_done, wall_seconds, device, torch (version), threads, cpu (None where
+    the record predates it), path and
     the full config as ``config``. A record that says ``finished`` but holds a non-finite loss
     has status ``diverged`` here: bench run stops a run at its first non-finite loss, so such a
     record was damaged or edited, and its numbers cannot enter a mean.
@@ -405,6 +407,7 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "device": meta["device"],
                 "torch": meta["versions"]["torch"],
                 "threads": meta["threads"],
+                "cpu": meta.get("cpu"),
                 "path": str(path),
                 "config": config,
             }

@@ -414,9 +414,11 @@ def _per_model(done: pd.DataFrame, describe) -> str:
 
 
 def _machine(run: dict) -> str:
-    """Device, torch version and threads of one run, as its metadata recorded them."""
-    threads = f", {run['threads']} thread(s)" if run.get("device") == "cpu" and run.get("threads") else ""
-    return f"{run['device']}, torch {run.get('torch') or '?'}{threads}"
+    """Device (with the CPU's model where the record has it), torch version and threads of one run."""
+    on_cpu = run.get("device") == "cpu"
+    threads = f", {run['threads']} thread(s)" if on_cpu and run.get("threads") else ""
+    cpu = f" ({run['cpu']})" if on_cpu and isinstance(run.get("cpu"), str) else ""
+    return f"{run['device']}{cpu}, torch {run.get('torch') or '?'}{threads}"
 
 
 def _config_value(run: dict, key: str):

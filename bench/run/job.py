@@ -286,6 +286,8 @@ class StackJob:
     def _meta(self, run: PlannedRun) -> dict:
         import torch
 
+        from bench.perf.speed import cpu_name
+
         return {
             "format": RECORD_FORMAT,
             "run_id": run.config.run_id,
@@ -296,6 +298,7 @@ class StackJob:
                          # read from the package metadata: importing torchvision costs a second of startup
                          "torchvision": importlib.metadata.version("torchvision")},
             "platform": platform.platform(),
+            "cpu": cpu_name(),  # the same commit and seed give other bits on another CPU model
             "host": socket.gethostname(),
             "pid": os.getpid(),  # with the host, which process trained the run (a cluster's worker, say)
             "device": self.placement.device,

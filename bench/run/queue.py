@@ -533,8 +533,7 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
         p.devices.add(meta.get("device"))
         spent = p.spent.setdefault(run["model"], [0, 0.0])
         spent[0] += int((rows["split"] == "train").sum())
-        # A stack's runs train side by side: each record holds the stack's seconds, its run a share of them.
-        spent[1] += float(rows["seconds"].sum()) / max(1, int(meta.get("stack_size") or 1))
+        spent[1] += float(rows["seconds"].sum())  # a stacked run's share of its stack's time (docs/records.md)
         if meta.get("status") in DONE:
             p.finished += 1
             done = run["epochs"]
