@@ -218,7 +218,8 @@ def test_a_cvae_record_row_is_recon_plus_4_times_the_per_sample_gap():
     test = rows[-1]
     assert test["split"] == "test" and test["capacity"] == 0.5
     assert test["capacity_gap"] == pytest.approx((kl_i - 0.5).abs().mean().item(), rel=1e-9)
-    assert test["capacity_gap"] >= abs(test["kl"] - 0.5)  # Jensen: never below the batch form
+    # Jensen: never below the batch form; equal where every KL_i is on one side of C, up to rounding
+    assert test["capacity_gap"] >= abs(test["kl"] - 0.5) * (1 - 1e-12)
 
 
 def test_while_every_kl_i_exceeds_c_cfactorvae_trains_as_factorvae():
