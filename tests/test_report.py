@@ -5,6 +5,7 @@ Every expected number is computed here from the planted values, not by the repor
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -530,9 +531,13 @@ def test_an_author_only_tree_names_its_recipe_and_keeps_the_file_names(tmp_path)
 
 
 def test_the_author_section_says_until_when_cfactorvae_trained_as_factorvae(tmp_path):
-    # Test recon per epoch, by seed: seed 0 equal throughout; seed 1 equal for epochs 1 and 2, then 1.5 nats lower.
+    # Test recon per epoch, by seed: seed 0 equal throughout; seed 1 equal for epochs 1 and 2, then 1.5 nats lower;
+    # seeds 2 and 3 apart from epoch 1 (+0.25 at epoch 3), seed 2's pair on two CPUs, seed 3's CFactorVAE's unrecorded.
     recon = {("factorvae", 0): (150.0, 140.0, 130.0), ("cfactorvae", 0): (150.0, 140.0, 130.0),
-             ("factorvae", 1): (151.0, 141.0, 131.0), ("cfactorvae", 1): (151.0, 141.0, 129.5)}
+             ("factorvae", 1): (151.0, 141.0, 131.0), ("cfactorvae", 1): (151.0, 141.0, 129.5),
+             ("factorvae", 2): (152.0, 142.0, 132.0), ("cfactorvae", 2): (152.5, 142.5, 132.25),
+             ("factorvae", 3): (152.0, 142.0, 132.0), ("cfactorvae", 3): (152.5, 142.5, 132.25)}
+    cpus = {("cfactorvae", 2): "Other CPU", ("cfactorvae", 3): None}
     for (model, seed), values in recon.items():
         config = {"model": model, "dataset": "mnist", "seed": seed, "epochs": 3, "recipe": "author"}
         run_id = f"{model}-{seed}"
@@ -540,7 +545,16 @@ def test_the_author_section_says_until_when_cfactorvae_trained_as_factorvae(tmp_
                      loss=value + 1.0, recon=value, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
                      n_images=10, seconds=1.0)
                 for epoch, value in enumerate(values, 1) for split in ("train", "test")]
-        write_run(run_path(tmp_path / "runs", "mnist", model, seed, run_id), rows, record_meta(run_id, config, "finished"))
+        cpu = cpus.get((model, seed), "Test CPU")
+        meta = record_meta(run_id, config, "finished", **({"cpu": cpu} if cpu else {}))
+        write_run(run_path(tmp_path / "runs", "mnist", model, seed, run_id), rows, meta)
     markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
-    assert ("seed 0: the same through epoch 3; seed 1: the same through epoch 2, then apart (-1.50 nats at epoch 3)."
-            in markdown)
+    assert ("seed 0: the same through epoch 3; seed 1: the same through epoch 2, then apart (-1.50 nats at epoch 3); "
+            "seed 2: apart from epoch 1 (+0.25 nats at epoch 3), trained on different machines; "
+            "seed 3: apart from epoch 1 (+0.25 nats at epoch 3), the CPUs not recorded." in markdown)
+    assert "on two CPUs (or where the records do not say which) the pair parts from its first epoch" in markdown
+    for model in ("factorvae", "cfactorvae"):
+        for seed in (2, 3):
+            shutil.rmtree(run_path(tmp_path / "runs", "mnist", model, seed, f"{model}-{seed}").parent)
+    markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+    assert "then apart (-1.50 nats at epoch 3)." in markdown and "the pair parts from its first epoch" not in markdown

@@ -539,11 +539,11 @@ def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
     return lines
 
 
-def _author_recipe_markdown(curves: pd.DataFrame) -> list[str]:
+def _author_recipe_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list[str]:
     """How the author recipe differs from the described one, and whether its discriminator went dead.
 
-    ``curves`` holds the per-epoch rows of the section's finished runs (:func:`_curves`). The
-    author's D is an affine map clipped at 0, so the VAE can push it to 0 on every real z; its
+    ``curves`` holds the per-epoch rows of the section's finished runs (:func:`_curves`), ``section``
+    their records (the machines that trained them). The author's D is an affine map clipped at 0, so the VAE can push it to 0 on every real z; its
     ``tc`` column (the mean of D(z) over real codes) is then exactly 0 and the TC term has no gradient.
     """
     lines = [
@@ -589,7 +589,7 @@ def _author_recipe_markdown(curves: pd.DataFrame) -> list[str]:
         consequence = ": in those the TC term no longer acts." if dead_runs else "."
         lines += ["", f"D outputs 0 on every real z of both splits at the final epoch in {dead_runs} of "
                       f"{with_d['run_id'].nunique()} runs{consequence}"]
-    twins = _twin_markdown(curves)
+    twins = _twin_markdown(curves, section)
     if twins:
         lines += ["", *twins]
     lines += [
@@ -608,12 +608,21 @@ def _author_recipe_markdown(curves: pd.DataFrame) -> list[str]:
 TWIN_TOLERANCE = 1e-6
 
 
-def _twin_markdown(curves: pd.DataFrame) -> list[str]:
+def _same_machine(pair: pd.DataFrame) -> bool | None:
+    """Whether two runs trained on one kind of machine: True, False, or None where a CPU run's record lacks its CPU."""
+    runs = pair.to_dict("records")
+    if any(run.get("device") == "cpu" and not isinstance(run.get("cpu"), str) for run in runs):
+        return None
+    return len({_machine(run) for run in runs}) == 1
+
+
+def _twin_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list[str]:
     """Whether the author's CFactorVAE and FactorVAE of one seed trained as one, and until which epoch.
 
     Per sample, |KL_i − C| has the gradient of KL_i wherever KL_i > C; with the same initialisation
     and streams (one seed), the two objectives then take the same steps and differ in loss by C
-    alone. Their test reconstructions part at the first epoch where C reaches some image's KL.
+    alone. Their test reconstructions part at the first epoch where C reaches some image's KL, on
+    one machine; runs of two CPUs part from the first epoch by rounding alone.
     """
     test = curves[(curves["split"] == "test") & curves["model"].isin(["factorvae", "cfactorvae"])]
     pivot = test.pivot_table(index=["seed", "epoch"], columns="model", values="recon", aggfunc="first")
@@ -622,20 +631,31 @@ def _twin_markdown(curves: pd.DataFrame) -> list[str]:
     pivot = pivot.dropna()
     if pivot.empty:
         return []
-    parts = []
+    runs = section[section["run_id"].isin(test["run_id"].unique())]
+    parts, unlike = [], 0
     for seed, group in pivot.groupby(level="seed"):
         diff = (group["cfactorvae"] - group["factorvae"]).droplevel("seed")
         apart = diff[diff.abs() > TWIN_TOLERANCE]
         last = int(diff.index.max())
-        parts.append(f"seed {seed}: " + (f"the same through epoch {last}" if apart.empty else
-                                         f"the same through epoch {int(apart.index.min()) - 1}, then apart "
-                                         f"({diff.loc[last]:+.2f} nats at epoch {last})"))
-    return [
+        first = int(apart.index.min()) if not apart.empty else None
+        text = (f"the same through epoch {last}" if first is None else
+                f"apart from epoch {first} ({diff.loc[last]:+.2f} nats at epoch {last})" if first == int(diff.index.min())
+                else f"the same through epoch {first - 1}, then apart ({diff.loc[last]:+.2f} nats at epoch {last})")
+        same = _same_machine(runs[runs["seed"] == seed])
+        if same is not True:
+            unlike += 1
+            text += ", trained on different machines" if same is False else ", the CPUs not recorded"
+        parts.append(f"seed {seed}: {text}")
+    lines = [
         "CFactorVAE against FactorVAE of the same seed: per sample, |KL_i − C| has the gradient of KL_i wherever "
         "KL_i > C, so from the same initialisation and streams the two take the same steps, their losses differ by C "
         f"alone, until C reaches some image's KL. Test recon error, CFactorVAE's minus FactorVAE's (the same: within "
         f"{TWIN_TOLERANCE:g} nats): " + "; ".join(parts) + ".",
     ]
+    if unlike:
+        lines[0] += (" Only runs of one machine take bitwise the same steps: on two CPUs (or where the records do not "
+                     "say which) the pair parts from its first epoch by floating-point rounding, whatever C does.")
+    return lines
 
 
 def _where(run: dict) -> str:
@@ -1111,7 +1131,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
                 lines += ["", f"The paper's Table 1 is measured on {PAPER_DATASET}; there is nothing of it to compare on {name}."]
             if recipe == "author":
                 lines += ["", "### How the author recipe differs from the described one", ""]
-                lines += _author_recipe_markdown(curves)
+                lines += _author_recipe_markdown(curves, section)
             lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name, recipe))
             lines += [
                 "", "### Figures", "",
