@@ -136,7 +136,8 @@ def run(models, datasets, seeds, profile, recipe, epochs, subset, sets, jobs, de
 
 
 @cli.command()
-@click.option("--runs", default="results/runs", show_default=True, type=click.Path(path_type=Path), help="records folder")
+@click.option("--runs", default=("results/runs",), show_default=True, multiple=True, type=click.Path(path_type=Path),
+              help="records folder; several --runs: the first gives the table, the others add models and ablations")
 @click.option("--dataset", default=None, help="report only this dataset")
 @click.option("--out", default="results/table1.md", show_default=True, type=OUT_PATH, help="markdown table")
 @click.option("--data-root", default=None, help="datasets folder for the pictures of runs with weights (else $BENCH_DATA)")

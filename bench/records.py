@@ -416,6 +416,30 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, pd.DataFrame(summaries)
 
 
+def read_trees(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`read_tree` of several records folders, in order: their rows, and their runs with ``source``.
+
+    ``source`` is the folder's place in ``roots`` (0 for the first). A run id in two folders is
+    refused: the same run counted twice would weigh double in every mean.
+    """
+    roots = [Path(root) for root in roots]
+    seen = [root.resolve() for root in roots]
+    for index, root in enumerate(seen):
+        if root in seen[:index]:
+            raise RecordError(f"records folder {roots[index]} given twice: pass each once")
+    trees = [read_tree(root) for root in roots]
+    for index, (_, runs) in enumerate(trees):
+        runs["source"] = index
+    rows = pd.concat([rows for rows, _ in trees], ignore_index=True)
+    runs = pd.concat([runs for _, runs in trees], ignore_index=True)
+    sources = runs.groupby("run_id")["source"].unique()
+    twice = sources[sources.map(len) > 1]
+    if len(twice):
+        where = " and ".join(str(roots[i]) for i in sorted(twice.iloc[0]))
+        raise RecordError(f"run {twice.index[0]} is in both {where}: land each run in one records folder")
+    return rows, runs
+
+
 def config_key(config: dict | None) -> str:
     """A run's configuration without its seed, as a comparable string: runs that share it are seeds of one setting."""
     config = dict(config or {})

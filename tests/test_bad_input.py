@@ -303,6 +303,8 @@ REFUSED = [
     ("z_dim past the bound", run_args("--set", "z_dim=100000"), None, "z_dim=100000: at most 4,096"),
     ("threads past the bound", run_args("--threads", "100000"), None, "--threads 100000: at most 1024"),
     ("jobs past the bound", run_args("--jobs", "100000"), None, "--jobs 100000: at most 1024"),
+    ("report on one folder given twice", ["report", "--runs", "{tmp}/runs", "--runs", "{tmp}/runs/", "--out",
+                                          "{tmp}/rep/t.md"], None, "records folder {tmp}/runs given twice: pass each once"),
     ("report --out a figure's name", ["report", "--runs", "{tmp}/runs", "--out", "{tmp}/rep/figure3.png"], None,
      "writes a figure of that name"),
     ("traverse steps past the bound", ["traverse", "--runs", "{tmp}/runs", "--steps", "100000"], None, "at most 101"),

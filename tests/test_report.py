@@ -558,3 +558,57 @@ def test_the_author_section_says_until_when_cfactorvae_trained_as_factorvae(tmp_
             shutil.rmtree(run_path(tmp_path / "runs", "mnist", model, seed, f"{model}-{seed}").parent)
     markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
     assert "then apart (-1.50 nats at epoch 3)." in markdown and "the pair parts from its first epoch" not in markdown
+
+
+def _final_run(root, run_id, model, seed, test_recon, **config):
+    """A one-epoch run of ``model`` whose test recon error is ``test_recon`` and test loss one nat more."""
+    config = {"model": model, "dataset": "mnist", "seed": seed, "epochs": 1, **config}
+    rows = [dict(run_id=run_id, model=model, dataset="mnist", seed=seed, epoch=1, split=split, step=1,
+                 loss=test_recon + 1.0, recon=test_recon, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0,
+                 disc_acc=0.5, n_images=10, seconds=1.0) for split in ("train", "test")]
+    write_run(run_path(root, "mnist", model, seed, run_id), rows, record_meta(run_id, config, "finished"))
+
+
+def test_a_second_folder_adds_ablations_compared_with_their_model_and_with_the_others(tmp_path):
+    main, ablation = tmp_path / "main", tmp_path / "gamma0"
+    table = {"factorvae": (120.0, 121.0, 122.0), "cfactorvae": (117.0, 118.0, 119.0)}
+    for model, values in table.items():
+        for seed, value in enumerate(values):
+            _final_run(main, f"{model}-{seed}", model, seed, value, gamma=6.4)
+    variant = (110.0, 111.0, 112.0)
+    for seed, value in enumerate(variant):
+        _final_run(ablation, f"gamma0-{seed}", "cfactorvae", seed, value, gamma=0.0)
+    # Trained for another length: listed as another configuration, never compared as an ablation.
+    _final_run(main, "long-0", "cfactorvae", 0, 100.0, epochs=2, gamma=6.4)
+    _final_run(main, "long-1", "cfactorvae", 1, 101.0, epochs=2, gamma=6.4)
+    markdown = write_report([main, ablation], tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+
+    assert f"`{main}` and `{ablation}` (each model's table configuration from the first folder" in markdown
+    # The table keeps the first folder's CFactorVAE although the variant has as many seeds.
+    assert "| CFactorVAE (CFVAE) | 119.00 ± 1.00 (n = 3) | 118.00 ± 1.00 (n = 3) | 119.00 ± 1.00 (n = 3) " in markdown
+    ablations = markdown.split("### Ablations")[1].split("### Figures")[0]
+    assert "| cfactorvae gamma=0.0 | 111.00 ± 1.00 (n = 3) | 112.00 ± 1.00 (n = 3) |" in ablations
+    assert "epochs=2" not in ablations and "- cfactorvae: 2 runs (2 finished) with epochs=2 (table: 1)" in markdown
+    # By hand: SD 1 in each group of 3, so SE = sqrt(1/3 + 1/3) = 0.8165 and Welch's df = 4; against CFactorVAE
+    # t = -7 / 0.8165 = -8.573, against FactorVAE t = -10 / 0.8165 = -12.247; both metrics alike. The 95% CI of -7:
+    # -7 ± t(0.975, 4) * 0.8165 = -7 ± 2.776 * 0.8165 = [-9.27, -4.73].
+    p_cf, p_f = (2 * stats.t.sf(abs(t), 4) for t in (-7 / np.sqrt(2 / 3), -10 / np.sqrt(2 / 3)))
+    for b, diff, t, p in (("cfactorvae", -7.0, -8.573, p_cf), ("factorvae", -10.0, -12.247, p_f)):
+        assert f"| Test recon error | cfactorvae gamma=0.0 vs {b} | 3 vs 3 | {diff:+.2f} [" in ablations
+        assert f"| {t:.2f} (4.0) |" in ablations
+    # Holm over the four: p_f, p_f, p_cf, p_cf ranked; adjusted 4 p_f, max(4 p_f, 3 p_f), 2 p_cf, max(2 p_cf, p_cf).
+    holm_cf = max(4 * p_f, 2 * p_cf)
+    assert ("- cfactorvae gamma=0.0 against cfactorvae, test recon error: significantly lower at alpha = 0.05 (Holm), "
+            "n = 3 vs 3 (difference -7.00 nats, 95% CI [") in ablations
+    assert holm_cf > 1e-4 and f"[-9.27, -4.73], Holm p = {holm_cf:.4f})" in ablations
+    assert "Holm correction over the 4 tests of this family that could run (of 4)" in ablations
+
+
+def test_a_run_in_two_folders_is_refused(tmp_path):
+    for root in ("a", "b"):
+        _final_run(tmp_path / root, "same", "vae", 0, 100.0)
+    with pytest.raises(RecordError, match=r"run same is in both .*a and .*b: land each run in one records folder"):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out" / "t.md")
+    with pytest.raises(RecordError, match="given twice"):
+        write_report([tmp_path / "a", tmp_path / "a"], tmp_path / "out" / "t.md")
+    assert not (tmp_path / "out" / "t.md").exists()

@@ -7,7 +7,9 @@ takes each run's numbers at its final epoch, and writes
   ``author`` for the paper's own code), Table 1 beside the paper's numbers, the runs left out
   of the means, Welch tests of CFactorVAE against every other model with Holm correction,
   and one verdict line per claim of the paper; an ``author`` section also says how that
-  recipe differs from the described one. Runs of two recipes are never averaged or tested together;
+  recipe differs from the described one, and every section compares its ablations (other
+  configurations of a model, often from a second records folder) with the table's runs. Runs of
+  two recipes are never averaged or tested together;
 * ``out`` with a ``.csv`` suffix: the same table with numeric mean, SD and n columns;
 * next to ``out``: ``figure3.png/.svg`` (test reconstruction error per epoch),
   ``figure-loss.png/.svg`` (train and test loss per epoch) and, for records with per-dimension
@@ -51,7 +53,7 @@ from bench.paper import (
     PAPER_TEST_SCALE,
     PLANNED_METRICS,
 )
-from bench.records import FINAL_METRICS, config_rank, final_values, read_metrics, read_tree, weights_path
+from bench.records import FINAL_METRICS, config_rank, final_values, read_metrics, read_trees, weights_path
 from bench.report.stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 from bench.writable import check_files, check_folders
 
@@ -199,13 +201,18 @@ def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         epoch recorded for the split; a diverged run gives, per metric, the last finite value.
         ``in_table`` marks, per (dataset, recipe, model), the runs of the configuration with
         the most finished seeds (ties: most runs, then most epochs), so that runs of different
-        settings are never averaged together and each recipe has a table of its own.
+        settings are never averaged together and each recipe has a table of its own; runs read
+        from several folders (a ``source`` column) take it from the first folder with the model.
     """
     finals = final_values(rows, runs)
     finals["recipe"] = finals["config"].map(lambda config: config["recipe"])
     finals["in_table"] = False
     for _, group in finals.groupby(["dataset", "recipe", "model"], sort=False):
-        chosen = max(group["config_key"].unique(), key=lambda key: config_rank(group[group["config_key"] == key], key))
+        def rank(key, group=group):
+            members = group[group["config_key"] == key]
+            # Read from several folders (read_trees), the first folder that holds the model gives its table config.
+            return (-members["source"].min() if "source" in members else 0, config_rank(members, key))
+        chosen = max(group["config_key"].unique(), key=rank)
         finals.loc[group.index[group["config_key"] == chosen], "in_table"] = True
     return finals
 
@@ -278,6 +285,26 @@ def _scores(section: pd.DataFrame, model: str, key: str) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _welch_row(metric: str, a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict:
+    """One two-sided Welch comparison of A's finished seeds with B's, as :func:`compare` returns it (Holm aside)."""
+    nan = float("nan")
+    row = dict(metric=metric, a=a_name, b=b_name, n_a=a.size, n_b=b.size,
+               mean_a=a.mean() if a.size else nan, mean_b=b.mean() if b.size else nan,
+               diff=nan, lo=nan, hi=nan, t=nan, df=nan, p=nan, g=nan, p_sup=nan, mde_d=nan, mde_nats=nan, reason="")
+    if a.size < 2 or b.size < 2:
+        row["reason"] = f"not enough seeds: {a_name} has {a.size} finished, {b_name} has {b.size} (need at least 2 each)"
+        return row
+    test = welch(a, b)
+    row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
+    row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
+    pooled_sd = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
+    row["mde_d"] = min_detectable_effect(a.size, b.size, alpha=ALPHA, power=POWER)
+    row["mde_nats"] = row["mde_d"] * pooled_sd
+    if np.isnan(test.p):
+        row["reason"] = "every seed of both has the same value (zero variance)"
+    return row
+
+
 def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
     """CFactorVAE against every other model of one dataset and recipe on the planned metrics.
 
@@ -307,34 +334,74 @@ def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) ->
     present = set(section["model"].dropna())
     # The paper's two baselines are always compared, so a missing one shows as untestable.
     others = [m for m in _model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
-    nan = float("nan")
-    comparisons = []
-    for key in PLANNED_METRICS:
-        a = _scores(section, CHALLENGER, key)
-        for model in others:
-            b = _scores(section, model, key)
-            row = dict(metric=key, a=CHALLENGER, b=model, n_a=a.size, n_b=b.size,
-                       mean_a=a.mean() if a.size else nan, mean_b=b.mean() if b.size else nan,
-                       diff=nan, lo=nan, hi=nan, t=nan, df=nan, p=nan, g=nan, p_sup=nan,
-                       mde_d=nan, mde_nats=nan, reason="")
-            if a.size < 2 or b.size < 2:
-                row["reason"] = (
-                    f"not enough seeds: {CHALLENGER} has {a.size} finished, {model} has {b.size}"
-                    " (need at least 2 each)"
-                )
-            else:
-                test = welch(a, b)
-                row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
-                row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
-                pooled_sd = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
-                row["mde_d"] = min_detectable_effect(a.size, b.size, alpha=ALPHA, power=POWER)
-                row["mde_nats"] = row["mde_d"] * pooled_sd
-                if np.isnan(test.p):
-                    row["reason"] = "every seed of both models has the same value (zero variance)"
-            comparisons.append(row)
+    comparisons = [_welch_row(key, CHALLENGER, _scores(section, CHALLENGER, key), model, _scores(section, model, key))
+                   for key in PLANNED_METRICS for model in others]
     table = pd.DataFrame(comparisons)
     table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
     return table
+
+
+# What a configuration must share with its model's table configuration to be compared with it as an
+# ablation: the same training length and data, so that only the objective or the training differs.
+ABLATION_SAME = ("epochs", "train_subset", "test_subset")
+
+
+def variants(section: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The ablations of one section: (model, config_key, label) of each configuration outside the table.
+
+    Only configurations that share :data:`ABLATION_SAME` with their model's table runs count; the
+    label names what differs, e.g. ``cfactorvae gamma=0.0``.
+    """
+    return [(model, key, f"{model} " + " ".join(f"{k}={other.get(k)}" for k in changed))
+            for model, key, _, _, other, changed in _outside_table(section)
+            if changed and not set(changed) & set(ABLATION_SAME)]
+
+
+def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
+    """Each ablation of one dataset and recipe (:func:`variants`) against its model's table runs.
+
+    A variant of model M is compared with M's table configuration and, when M is CFactorVAE, with
+    each other model of the section as well, as :func:`compare` compares CFactorVAE itself: what
+    the variant keeps of CFactorVAE's differences. Two-sided Welch t-tests on the planned metrics;
+    Holm's correction runs over this family alone, apart from the planned one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`compare`, ``a`` being the variant's label; no rows without variants.
+    """
+    section = _section(finals, dataset, recipe)
+    done = section[section["status"] == "finished"]
+
+    def values(key: str, metric: str) -> np.ndarray:
+        x = done.loc[done["config_key"] == key, metric].to_numpy(dtype=float)
+        return x[np.isfinite(x)]
+
+    present = [m for m in _model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
+    rows = []
+    for model, key, label in variants(section):
+        against = [model] + ([m for m in present if m != model] if model == CHALLENGER else [])
+        rows += [_welch_row(metric, label, values(key, metric), other, _scores(section, other, metric))
+                 for metric in PLANNED_METRICS for other in against]
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    return table
+
+
+def difference(row: dict) -> str:
+    """One line on a two-sided comparison of :func:`ablations`: whether A and B differ, and by how much."""
+    head = f"{row['a']} against {row['b']}, {CLAIM_NAMES[row['metric']]}"
+    if row["reason"]:
+        return f"{head}: cannot be tested: {row['reason']}"
+    if row["p_holm"] < ALPHA:
+        outcome = "lower" if row["diff"] < 0 else "higher"
+        outcome = f"significantly {outcome} at alpha = {ALPHA} (Holm)"
+    else:
+        outcome = (f"no significant difference at alpha = {ALPHA} (Holm; 80% power only for |d| ≥ "
+                   f"{row['mde_d']:.2f}, {row['mde_nats']:.2f} nats)")
+    return (f"{head}: {outcome}, n = {row['n_a']} vs {row['n_b']} (difference {row['diff']:+.2f} nats, "
+            f"95% CI [{row['lo']:+.2f}, {row['hi']:+.2f}], Holm p = {_p(row['p_holm'])})")
 
 
 def verdict(comparisons: pd.DataFrame, metric: str, baseline: str, name: str) -> str:
@@ -449,23 +516,31 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _other_configs(mine: pd.DataFrame) -> list[str]:
-    """A line per configuration of one section left out of its table, naming what differs from the table's."""
-    lines = []
-    for model in _model_order(mine["model"].unique()):
-        runs = mine[mine["model"] == model]
+def _outside_table(section: pd.DataFrame):
+    """Per model of one section, each configuration left out of its table.
+
+    Yields ``(model, config_key, runs, table_config, config, changed)``: its runs, the model's
+    table configuration, its own, and the keys (seed aside) whose values differ between the two.
+    """
+    for model in _model_order(section["model"].unique()):
+        runs = section[section["model"] == model]
         chosen = runs[runs["in_table"]]
         if chosen.empty:
             continue
         reference = dict(chosen.iloc[0]["config"] or {})
-        for _, group in runs[~runs["in_table"]].groupby("config_key", sort=True):
+        for key, group in runs[~runs["in_table"]].groupby("config_key", sort=True):
             other = dict(group.iloc[0]["config"] or {})
             changed = sorted(k for k in set(reference) | set(other) if k != "seed" and reference.get(k) != other.get(k))
-            what = ", ".join(f"{k}={other.get(k)} (table: {reference.get(k)})" for k in changed)
-            lines.append(
-                f"- {model}: {len(group)} runs ({int((group['status'] == 'finished').sum())} finished) "
-                f"with {what or 'a different configuration'}"
-            )
+            yield model, key, group, reference, other, changed
+
+
+def _other_configs(mine: pd.DataFrame) -> list[str]:
+    """A line per configuration of one section left out of its table, naming what differs from the table's."""
+    lines = []
+    for model, _, group, reference, other, changed in _outside_table(mine):
+        what = ", ".join(f"{k}={other.get(k)} (table: {reference.get(k)})" for k in changed)
+        lines.append(f"- {model}: {len(group)} runs ({int((group['status'] == 'finished').sum())} finished) "
+                     f"with {what or 'a different configuration'}")
     return lines
 
 
@@ -597,9 +672,9 @@ def _author_recipe_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list
         "CVAE and CFactorVAE differ here in their capacity weight as well as in the TC term: 4 · mean_i |KL_i − C| "
         "for CVAE, 1 · mean_i |KL_i − C| for CFactorVAE. A CFactorVAE that beats CVAE in this section may owe it to "
         "the weight alone. The ablation that tells them apart trains CFactorVAE without its TC term, "
-        "`bench run --models cfactorvae --recipe author --set gamma=0`, into a records folder of its own (`--out`) "
-        "so that it does not compete with this table's configuration: what it keeps of CFactorVAE's lead is the "
-        "weight's.",
+        "`bench run --models cfactorvae --recipe author --set gamma=0`, into a records folder of its own (`--out`); "
+        "`bench report --runs <this table's folder> --runs <that folder>` reports it under Ablations: what it keeps "
+        "of CFactorVAE's lead is the weight's.",
     ]
     return lines
 
@@ -641,7 +716,7 @@ def _twin_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list[str]:
         text = (f"the same through epoch {last}" if first is None else
                 f"apart from epoch {first} ({diff.loc[last]:+.2f} nats at epoch {last})" if first == int(diff.index.min())
                 else f"the same through epoch {first - 1}, then apart ({diff.loc[last]:+.2f} nats at epoch {last})")
-        same = _same_machine(runs[runs["seed"] == seed])
+        same = _same_machine(runs[runs["seed"] == seed]) if first is not None else True
         if same is not True:
             unlike += 1
             text += ", trained on different machines" if same is False else ", the CPUs not recorded"
@@ -693,19 +768,10 @@ def _excluded_runs(section: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
-    tested = comparisons[comparisons["reason"] == ""]
-    lines = [
-        f"Planned comparisons: CFactorVAE (A) against each other model (B) on the final test recon error and "
-        f"test loss, two-sided Welch t-tests, Holm correction over the {len(tested)} tests that could run "
-        f"(of {len(comparisons)} planned). Lower is better for both metrics, so the paper's claims predict "
-        "A − B < 0 and P(A > B) near 0. MDE: the smallest |Cohen's d| a two-sided test at alpha = 0.05 detects "
-        "with 80% power at this n (before Holm, so the corrected family needs more), and that in nats via the "
-        "pooled SD.",
-        "",
-        "| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) | MDE d (nats) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def _comparisons_table(comparisons: pd.DataFrame) -> list[str]:
+    """The markdown table of Welch comparisons (rows of :func:`compare` or :func:`ablations`)."""
+    lines = ["| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) "
+             "| MDE d (nats) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in comparisons.to_dict("records"):
         head = f"| {HEADERS[r['metric']]} | {r['a']} vs {r['b']} | {r['n_a']} vs {r['n_b']} |"
         if r["reason"] and np.isnan(r["diff"]):
@@ -716,6 +782,46 @@ def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
             f"{_p(r['p'])} | {_p(r['p_holm'])} | {_num(r['g'])} | {_num(r['p_sup'])} | "
             f"{_num(r['mde_d'])} ({_num(r['mde_nats'])}) |"
         )
+    return lines
+
+
+def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
+    """The ablations of one section: each variant's final numbers, its comparisons and a line per comparison."""
+    tested = comparisons[comparisons["reason"] == ""]
+    lines = [
+        "Each configuration of a model outside the table that trains as long on the same data is an ablation: it "
+        "is compared with the table's runs of its model and, for a variant of CFactorVAE, with each other model, "
+        "as the planned comparisons compare CFactorVAE. Two-sided Welch t-tests, Holm correction over the "
+        f"{len(tested)} tests of this family that could run (of {len(comparisons)}), apart from the planned family.",
+        "",
+        "| Variant | " + " | ".join(HEADERS[key] for key in PLANNED_METRICS) + " |",
+        "|---|" + "---|" * len(PLANNED_METRICS),
+    ]
+    done = section[section["status"] == "finished"]
+    for _, key, label in variants(section):
+        cells = []
+        for metric in PLANNED_METRICS:
+            x = done.loc[done["config_key"] == key, metric].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            cells.append(_cell(x.mean() if x.size else np.nan, x.std(ddof=1) if x.size > 1 else np.nan, x.size))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", *_comparisons_table(comparisons), ""]
+    lines += [f"- {difference(row)}" for row in comparisons.to_dict("records")]
+    return lines
+
+
+def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
+    tested = comparisons[comparisons["reason"] == ""]
+    lines = [
+        f"Planned comparisons: CFactorVAE (A) against each other model (B) on the final test recon error and "
+        f"test loss, two-sided Welch t-tests, Holm correction over the {len(tested)} tests that could run "
+        f"(of {len(comparisons)} planned). Lower is better for both metrics, so the paper's claims predict "
+        "A − B < 0 and P(A > B) near 0. MDE: the smallest |Cohen's d| a two-sided test at alpha = 0.05 detects "
+        "with 80% power at this n (before Holm, so the corrected family needs more), and that in nats via the "
+        "pooled SD.",
+        "",
+        *_comparisons_table(comparisons),
+    ]
     if len(tested):
         n_pairs = sorted({(r["n_a"], r["n_b"]) for r in tested.to_dict("records")})
         for n_a, n_b in n_pairs:
@@ -761,25 +867,13 @@ def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
     Two-sided Welch t-tests of A = cfactorvae against B per metric the records hold, 95% CI of A - B,
     Hedges' g, P(A > B), and Holm's correction over the whole family (every B times every metric).
     """
-    nan = float("nan")
     rows = []
     others = [m for m in _model_order(scores["model"].unique()) if m != CHALLENGER]
     for metric in _scored(scores):
         pick = lambda model: scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)  # noqa: E731
         a = pick(CHALLENGER)
         for model in others:
-            b = pick(model)
-            row = dict(metric=metric, a=CHALLENGER, b=model, n_a=a.size, n_b=b.size, diff=nan, lo=nan, hi=nan,
-                       t=nan, df=nan, p=nan, g=nan, p_sup=nan, reason="")
-            if a.size < 2 or b.size < 2:
-                row["reason"] = f"not enough seeds: {CHALLENGER} has {a.size}, {model} has {b.size} (need 2 each)"
-            else:
-                test = welch(a, b)
-                row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
-                row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
-                if np.isnan(test.p):
-                    row["reason"] = "every seed of both models has the same value (zero variance)"
-            rows.append(row)
+            rows.append(_welch_row(metric, CHALLENGER, a, model, pick(model)))
     table = pd.DataFrame(rows, columns=["metric", "a", "b", "n_a", "n_b", "diff", "lo", "hi", "t", "df", "p", "g",
                                         "p_sup", "reason"])
     table["p_holm"] = holm(table["p"].to_numpy(dtype=float)) if len(table) else []
@@ -1017,6 +1111,15 @@ def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> t
     return lines, paths
 
 
+def _folders(roots: tuple[Path, ...]) -> str:
+    """The records folders of a report, as its first line names them."""
+    named = [f"`{root}`" for root in roots]
+    if len(named) == 1:
+        return named[0]
+    return (", ".join(named[:-1]) + f" and {named[-1]} (each model's table configuration from the first folder "
+            "that holds it)")
+
+
 def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> ReportSummary:
     """Write Table 1 (markdown and CSV), Figure 3 and the loss figure from the run records.
 
@@ -1026,8 +1129,10 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
 
     Parameters
     ----------
-    runs_root : path-like
-        The root of the run records tree.
+    runs_root : path-like, or a sequence of them
+        The records folder, or several: each model's table configuration comes from the first
+        folder that holds the model, its other configurations are reported as ablations, and the
+        pictures come from the first folder.
     out : path-like
         The markdown file to write (e.g. ``results/table1.md``). The CSV goes to the same
         path with a ``.csv`` suffix, the figures into the same folder.
@@ -1051,18 +1156,19 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         If ``dataset`` is not among the records, ``out`` is a folder, or a path of the report
         cannot be written.
     """
-    runs_root, out = Path(runs_root), Path(out)
+    roots = (Path(runs_root),) if isinstance(runs_root, (str, os.PathLike)) else tuple(map(Path, runs_root))
+    out = Path(out)
     if out.suffix.lower() == ".csv":
         raise BenchError(f"--out {out}: give the markdown path (e.g. results/table1.md); the CSV is written beside it")
     if out.is_dir():
         raise BenchError(f"--out {out} is a folder; give the markdown file's path, e.g. {out / 'table1.md'}")
-    rows, runs = read_tree(runs_root)
-    scores = read_metrics(runs_root)
+    rows, runs = read_trees(roots)
+    scores = pd.concat([read_metrics(root) for root in roots], ignore_index=True)
     finals = final_epoch_table(rows, runs)
     available = sorted(finals["dataset"].dropna().unique())
     if dataset is not None and dataset not in available:
         raise BenchError(
-            f"unknown dataset {dataset!r}: the runs under {runs_root} hold {', '.join(available)}; "
+            f"unknown dataset {dataset!r}: the runs under {', '.join(map(str, roots))} hold {', '.join(available)}; "
             "pass one of those or leave --dataset out"
         )
     datasets = [dataset] if dataset is not None else available
@@ -1087,14 +1193,14 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     outputs = [out, csv, *(folder / f"{stem}{ext}" for *_, stems in planned for stem in stems for ext in FIGURE_TYPES)]
     if len(set(outputs)) < len(outputs):
         raise BenchError(f"--out {out}: the report writes a figure of that name; choose another name")
-    shown = runs[runs["dataset"].isin(datasets)]
+    shown = runs[runs["dataset"].isin(datasets) & (runs["source"] == 0)]
     fix = "pass an --out in a writable folder"
     check_folders([folder, *([folder / "figures"] if _has_pictures(shown) else [])], fix)
     check_files(outputs, fix)
     lines = [
         "# Reconstruction quality: Table 1 and Figure 3 of the CFactorVAE paper",
         "",
-        f"From the run records under `{runs_root}`. Each run contributes its numbers at its final epoch; "
+        f"From the run records under {_folders(roots)}. Each run contributes its numbers at its final epoch; "
         "cells are mean ± SD over seeds (ddof = 1) with n, and only finished runs are averaged.",
         "",
         UNITS,
@@ -1133,6 +1239,9 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
                 lines += ["", "### How the author recipe differs from the described one", ""]
                 lines += _author_recipe_markdown(curves, section)
             lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name, recipe))
+            ablated = ablations(finals, name, recipe)
+            if len(ablated):
+                lines += ["", "### Ablations", ""] + _ablations_markdown(section, ablated)
             lines += [
                 "", "### Figures", "",
                 f"![Figure 3, {scope}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
@@ -1145,7 +1254,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
                 lines += ["", f"![Per-dimension KL and active dimensions, {scope}]({kl_dims[0].name})"]
             if len(mine):
                 lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
-        picture_lines, pictures = _pictures(runs_root, shown, staging, data_root)
+        picture_lines, pictures = _pictures(roots[0], shown, staging, data_root)
         lines += picture_lines
         (staging / out.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         summary.to_csv(staging / csv.name, index=False)
