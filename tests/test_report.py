@@ -612,3 +612,11 @@ def test_a_run_in_two_folders_is_refused(tmp_path):
     with pytest.raises(RecordError, match="given twice"):
         write_report([tmp_path / "a", tmp_path / "a"], tmp_path / "out" / "t.md")
     assert not (tmp_path / "out" / "t.md").exists()
+
+
+def test_seeds_finished_are_listed_per_model_where_models_differ(tmp_path):
+    for model, seeds in (("vae", (0, 1, 2)), ("cvae", (0, 2, 10))):
+        for seed in seeds:
+            _final_run(tmp_path / "runs", f"{model}-{seed}", model, seed, 100.0 + seed)
+    markdown = write_report(tmp_path / "runs", tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+    assert "- Seeds finished: differs between models: vae 0, 1, 2; cvae 0, 2, 10\n" in markdown

@@ -492,17 +492,27 @@ def _config_value(run: dict, key: str):
     return (run.get("config") or {}).get(key)
 
 
+def _seeds_line(seeds: dict[str, str]) -> str:
+    """The finished seeds, once if every model has the same, else per model."""
+    if not seeds:
+        return "none finished"
+    if len(set(seeds.values())) == 1:
+        return next(iter(seeds.values()))
+    return "differs between models: " + "; ".join(f"{model} {listed}" for model, listed in seeds.items())
+
+
 def _provenance(mine: pd.DataFrame) -> list[str]:
     """Where the table's numbers of one section come from, and which runs it leaves out."""
     table = mine[mine["in_table"]]
     done = table[table["status"] == "finished"]
-    seeds = sorted(int(s) for s in done["seed"].dropna().unique())
+    seeds = {model: ", ".join(str(s) for s in sorted(int(s) for s in done.loc[done["model"] == model, "seed"].unique()))
+             for model in _model_order(done["model"].unique()) if (done["model"] == model).any()}
     lines = [
         f"- Profile: {_per_model(done, lambda r: str(r.get('profile')))}",
         f"- Epochs: {_per_model(done, lambda r: str(_config_value(r, 'epochs')))}",
         f"- Train subset: {_per_model(done, lambda r: _subset(_config_value(r, 'train_subset')))}; "
         f"test subset: {_per_model(done, lambda r: _subset(_config_value(r, 'test_subset')))} (0 in the config = full split)",
-        f"- Seeds finished: {', '.join(map(str, seeds)) or 'none finished'}",
+        f"- Seeds finished: {_seeds_line(seeds)}",
         f"- Trained on: {_per_model(done, _machine)}",
         f"- Runs: {len(done)} finished runs averaged; excluded from the means: "
         f"{int((table['status'] == 'diverged').sum())} diverged, "
