@@ -39,6 +39,10 @@ CLAIMS = (
     ("test_loss", "cvae", "Controlled-VAE"),
 )
 CLAIM_NAMES = {"test_recon": "test recon error", "test_loss": "test loss"}
+# The paper's five objectives, in Table 1 order.
+MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
+# Named variants get a Table 1 row of their own when their records exist, after their paper model.
+VARIANTS = {"cvae-burgess": "cvae"}
 # Display names of the models (the paper's abbreviations in brackets), and of our named variants.
 LABELS = {
     "vae": "VAE",
@@ -48,6 +52,16 @@ LABELS = {
     "factorvae": "FactorVAE (FVAE)",
     "cfactorvae": "CFactorVAE (CFVAE)",
 }
+
+
+def model_order(models) -> list[str]:
+    """The five models in Table 1 order, each followed by its variants found in the records, then any other name."""
+    present = set(models)
+    order = []
+    for model in MODELS:
+        order.append(model)
+        order += sorted(v for v, base in VARIANTS.items() if base == model and v in present)
+    return order + sorted(present - set(order))
 
 
 def picture_label(model: str) -> str:

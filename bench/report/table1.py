@@ -32,14 +32,10 @@ import tempfile
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from bench.config import ACTIVE_KL, ADDED_DEFAULTS
+from bench.config import ADDED_DEFAULTS
 from bench.errors import BenchError
 from bench.paper import (
     AUTHOR_CODE,
@@ -48,18 +44,18 @@ from bench.paper import (
     CLAIM_NAMES,
     CLAIMS,
     LABELS,
+    MODELS,
     PAPER_DATASET,
     PAPER_TABLE1,
     PAPER_TEST_SCALE,
     PLANNED_METRICS,
+    model_order,
 )
 from bench.records import FINAL_METRICS, config_rank, final_values, read_metrics, read_trees, weights_path
+from bench.report.figures import FIGURE_TYPES, figure3, figure_kl_dims, figure_loss
 from bench.report.stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
 from bench.writable import check_files, check_folders
 
-MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
-# Named variants get a Table 1 row of their own when their records exist, after their paper model.
-VARIANTS = {"cvae-burgess": "cvae"}
 # The recipes in report order. A record written before configs had a recipe was trained by the
 # described one, and bench.records.read_tree gives it that recipe (ADDED_DEFAULTS).
 RECIPES = ("described", "author")
@@ -147,16 +143,6 @@ class ReportSummary:
         return (self.markdown, self.csv, *self.figures)
 
 
-def _model_order(models) -> list[str]:
-    """The five models in Table 1 order, each followed by its variants found in the records, then any other name."""
-    present = set(models)
-    order = []
-    for model in MODELS:
-        order.append(model)
-        order += sorted(v for v, base in VARIANTS.items() if base == model and v in present)
-    return order + sorted(present - set(order))
-
-
 def sections(finals: pd.DataFrame) -> list[tuple[str, str]]:
     """The (dataset, recipe) pairs in ``finals``: datasets sorted, recipes in :data:`RECIPES` order, then any other."""
     rank = {recipe: i for i, recipe in enumerate(RECIPES)}
@@ -242,7 +228,7 @@ def summarise(finals: pd.DataFrame) -> pd.DataFrame:
     for dataset, recipe in sections(finals.dropna(subset=["dataset"])):
         mine = _section(finals, dataset, recipe)
         mine = mine[mine["in_table"]]
-        for model in _model_order(mine["model"].dropna().unique()):
+        for model in model_order(mine["model"].dropna().unique()):
             runs = mine[mine["model"] == model]
             done = runs[runs["status"] == "finished"]
             epochs = sorted(pd.to_numeric(done["epochs"], errors="coerce").dropna().astype(int).unique())
@@ -333,7 +319,7 @@ def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) ->
     section = _section(finals, dataset, recipe)
     present = set(section["model"].dropna())
     # The paper's two baselines are always compared, so a missing one shows as untestable.
-    others = [m for m in _model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
+    others = [m for m in model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
     comparisons = [_welch_row(key, CHALLENGER, _scores(section, CHALLENGER, key), model, _scores(section, model, key))
                    for key in PLANNED_METRICS for model in others]
     table = pd.DataFrame(comparisons)
@@ -377,7 +363,7 @@ def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) 
         x = done.loc[done["config_key"] == key, metric].to_numpy(dtype=float)
         return x[np.isfinite(x)]
 
-    present = [m for m in _model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
+    present = [m for m in model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
     rows = []
     for model, key, label in variants(section):
         against = [model] + ([m for m in present if m != model] if model == CHALLENGER else [])
@@ -470,7 +456,7 @@ def _subset(value) -> str:
 def _per_model(done: pd.DataFrame, describe) -> str:
     """One description if every model agrees, else the value per model."""
     values = {}
-    for model in _model_order(done["model"].unique()):
+    for model in model_order(done["model"].unique()):
         runs = done[done["model"] == model]
         if len(runs):
             values[model] = ", ".join(sorted({describe(r) for r in runs.to_dict("records")}))
@@ -506,7 +492,7 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
     table = mine[mine["in_table"]]
     done = table[table["status"] == "finished"]
     seeds = {model: ", ".join(str(s) for s in sorted(int(s) for s in done.loc[done["model"] == model, "seed"].unique()))
-             for model in _model_order(done["model"].unique()) if (done["model"] == model).any()}
+             for model in model_order(done["model"].unique()) if (done["model"] == model).any()}
     lines = [
         f"- Profile: {_per_model(done, lambda r: str(r.get('profile')))}",
         f"- Epochs: {_per_model(done, lambda r: str(_config_value(r, 'epochs')))}",
@@ -519,7 +505,7 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
         f"{int((~table['status'].isin(['finished', 'diverged'])).sum())} unfinished, "
         f"{int((~mine['in_table']).sum())} of other configurations",
     ]
-    for model in _model_order(done["model"].unique()):
+    for model in model_order(done["model"].unique()):
         finals_epochs = sorted(done.loc[done["model"] == model, "test_recon_epoch"].dropna().astype(int).unique())
         if len(finals_epochs) > 1:
             lines.append(f"- Note: the final epochs of the {model} runs differ ({', '.join(map(str, finals_epochs))})")
@@ -532,7 +518,7 @@ def _outside_table(section: pd.DataFrame):
     Yields ``(model, config_key, runs, table_config, config, changed)``: its runs, the model's
     table configuration, its own, and the keys (seed aside) whose values differ between the two.
     """
-    for model in _model_order(section["model"].unique()):
+    for model in model_order(section["model"].unique()):
         runs = section[section["model"] == model]
         chosen = runs[runs["in_table"]]
         if chosen.empty:
@@ -574,7 +560,7 @@ def _per_seed_markdown(section: pd.DataFrame) -> list[str]:
     seeds = sorted(int(s) for s in done["seed"].unique())
     lines = ["", "Per seed: the final test recon error of each finished run averaged above, and the median over seeds.", "",
              "| Model | " + " | ".join(f"Seed {s}" for s in seeds) + " | Median |", "|---" * (2 + len(seeds)) + "|"]
-    for model in [m for m in _model_order(done["model"].unique()) if (done["model"] == m).any()]:
+    for model in [m for m in model_order(done["model"].unique()) if (done["model"] == m).any()]:
         values = done[done["model"] == model].set_index("seed")["test_recon"]
         cells = [_num(values[s]) if s in values.index else "—" for s in seeds]
         lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + f" | {_num(values.median())} |")
@@ -749,7 +735,7 @@ def _where(run: dict) -> str:
 
 def _excluded_runs(section: pd.DataFrame) -> list[str]:
     mine = section.copy()
-    mine["order"] = mine["model"].map({m: i for i, m in enumerate(_model_order(mine["model"].unique()))})
+    mine["order"] = mine["model"].map({m: i for i, m in enumerate(model_order(mine["model"].unique()))})
     mine = mine.sort_values(["order", "seed"])
     lines = []
     unfinished = mine[~mine["status"].isin(["finished", "diverged"])]
@@ -861,7 +847,7 @@ def _scored(scores: pd.DataFrame) -> list[str]:
 def summarise_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """Per model and metric the records hold: mean, SD (ddof = 1) and n over seeds, models in Table 1 order."""
     table = []
-    for model in _model_order(scores["model"].unique()):
+    for model in model_order(scores["model"].unique()):
         for metric in _scored(scores):
             values = scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)
             values = values[np.isfinite(values)]
@@ -878,7 +864,7 @@ def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
     Hedges' g, P(A > B), and Holm's correction over the whole family (every B times every metric).
     """
     rows = []
-    others = [m for m in _model_order(scores["model"].unique()) if m != CHALLENGER]
+    others = [m for m in model_order(scores["model"].unique()) if m != CHALLENGER]
     for metric in _scored(scores):
         pick = lambda model: scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)  # noqa: E731
         a = pick(CHALLENGER)
@@ -953,7 +939,7 @@ def _scores_markdown(scores: pd.DataFrame) -> list[str]:
     metrics = _scored(scores)
     lines = [line, "", "| Model | " + " | ".join(SCORES[m] for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
-    for model in _model_order(scores["model"].unique()):
+    for model in model_order(scores["model"].unique()):
         cells = []
         for metric in metrics:
             r = summary[(summary["model"] == model) & (summary["metric"] == metric)].iloc[0]
@@ -978,41 +964,6 @@ def _scores_markdown(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _figure_kl_dims(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
-    """Per-dimension KL at the final epoch (dimensions sorted per run) and active dimensions per epoch.
-
-    ``scope`` names what the curves are of in the title: the dataset, with the recipe when several are reported.
-    """
-    test = curves[(curves["split"] == "test") & curves["kl_dims"].notna()]
-    order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    last = test[test["epoch"] == test.groupby("run_id")["epoch"].transform("max")]
-    ranked = pd.DataFrame(
-        [{"label": r["label"], "rank": i + 1, "kl": kl}
-         for r in last.to_dict("records") for i, kl in enumerate(sorted(r["kl_dims"], reverse=True))],
-        columns=["label", "rank", "kl"])
-    figure = Figure(figsize=(12, 4.5), layout="constrained")
-    left, right = figure.subplots(1, 2)
-    if ranked.empty:
-        for ax in (left, right):
-            ax.text(0.5, 0.5, "no per-dimension KL in these records", ha="center", va="center", transform=ax.transAxes)
-    else:
-        sns.lineplot(data=ranked, x="rank", y="kl", hue="label", hue_order=order, palette=palette, marker="o",
-                     errorbar="sd", ax=left)
-        left.axhline(ACTIVE_KL, color="grey", linestyle=":", linewidth=1)
-        left.set_yscale("symlog", linthresh=ACTIVE_KL)
-        left.set_xlabel("latent dimension, by KL (largest first)")
-        left.set_ylabel("test KL of the dimension (nats)")
-        left.set_title(f"Per-dimension KL at the final epoch (dotted: {ACTIVE_KL} nats, active above)")
-        left.legend(title=None, fontsize="small")
-        sns.lineplot(data=test, x="epoch", y="active_dims", hue="label", hue_order=order, palette=palette,
-                     errorbar="sd", ax=right, legend=False)
-        right.set_ylabel(f"active dimensions (KL > {ACTIVE_KL} nats)")
-        right.set_title("Active dimensions per epoch (test split)")
-    figure.suptitle(f"What the objectives do to the latent dimensions ({scope}): mean ± 1 SD over seeds")
-    return _save(figure, stem)
-
-
 def _curves(rows: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch rows of one section's finished runs in the table of the paper's five objectives, with a display label.
 
@@ -1022,67 +973,6 @@ def _curves(rows: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
     keep = section[section["in_table"] & (section["status"] == "finished") & section["model"].isin(MODELS)]
     curves = rows.merge(keep[RUN_KEYS], on=RUN_KEYS)
     return curves.assign(label=curves["model"].map(lambda m: LABELS.get(m, m)))
-
-
-FIGURE_TYPES = (".png", ".svg")  # every figure is written in both
-
-
-def _save(figure: Figure, stem: Path) -> list[Path]:
-    for ax in figure.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    paths = [stem.with_suffix(ext) for ext in FIGURE_TYPES]
-    # No timestamps and fixed SVG ids: the same records give the same files, so diffs show real changes.
-    with matplotlib.rc_context({"svg.hashsalt": "bench"}):
-        figure.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
-        figure.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
-    return paths
-
-
-def _figure3(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
-    """Test recon error per epoch: one panel per model and one overlay, mean ± 1 SD; ``scope`` as in the title."""
-    test = curves[curves["split"] == "test"]
-    order = [LABELS.get(m, m) for m in _model_order(test["model"].unique()) if m in set(test["model"])]
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    # A bare Figure renders through Agg/SVG without pyplot, so no display or global state is needed.
-    figure = Figure(figsize=(15, 8.5), layout="constrained")
-    axes = figure.subplots(2, 3, sharex=True).ravel()
-    for ax, model in zip(axes, MODELS):
-        label = LABELS[model]
-        data = test[test["model"] == model]
-        if data.empty:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-        else:
-            sns.lineplot(data=data, x="epoch", y="recon", errorbar="sd", marker="o", color=palette[label], ax=ax)
-        ax.set_title(f"{label} (n = {data['seed'].nunique()} seeds)")
-        ax.set_ylabel("test recon error (nats / image)")
-    overlay = axes[len(MODELS)]
-    if order:
-        sns.lineplot(data=test, x="epoch", y="recon", hue="label", hue_order=order, palette=palette,
-                     errorbar="sd", ax=overlay)
-        overlay.legend(title=None, fontsize="small")
-    overlay.set_title("All models")
-    overlay.set_ylabel("test recon error (nats / image)")
-    figure.suptitle(f"Figure 3 ({scope}): test reconstruction error per epoch, mean line with a band of ±1 SD over seeds")
-    return _save(figure, stem)
-
-
-def _figure_loss(curves: pd.DataFrame, scope: str, stem: Path) -> list[Path]:
-    """Train and test loss per epoch, all models overlaid, mean ± 1 SD; ``scope`` as in the title."""
-    order = [LABELS.get(m, m) for m in _model_order(curves["model"].unique()) if m in set(curves["model"])]
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    figure = Figure(figsize=(12, 4.5), layout="constrained")
-    for ax, split in zip(figure.subplots(1, 2), ("train", "test")):
-        data = curves[curves["split"] == split]
-        if data.empty:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-        else:
-            sns.lineplot(data=data, x="epoch", y="loss", hue="label", hue_order=order, palette=palette,
-                         errorbar="sd", ax=ax)
-            ax.legend(title=None, fontsize="small")
-        ax.set_title(f"{split} loss")
-        ax.set_ylabel("loss (nats / image)")
-    figure.suptitle(f"Loss per epoch ({scope}): mean line with a band of ±1 SD over seeds")
-    return _save(figure, stem)
 
 
 UNITS = (
@@ -1230,9 +1120,9 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
         for name, recipe, section, curves, stems in planned:
             rows_of = summary[(summary["dataset"] == name) & (summary["recipe"] == recipe)]
             scope = f"{name}, {recipe} recipe" if named else name
-            fig3 = _figure3(curves, scope, staging / stems[0])
-            loss = _figure_loss(curves, scope, staging / stems[1])
-            kl_dims = _figure_kl_dims(curves, scope, staging / stems[2]) if len(stems) > 2 else []
+            fig3 = figure3(curves, scope, staging / stems[0])
+            loss = figure_loss(curves, scope, staging / stems[1])
+            kl_dims = figure_kl_dims(curves, scope, staging / stems[2]) if len(stems) > 2 else []
             staged += fig3 + loss + kl_dims
             mine = _finished_scores(scores, section)
             heading = f"## Dataset: {name}, recipe: {recipe}" if named else f"## Dataset: {name}"
