@@ -760,7 +760,9 @@ def _excluded_runs(section: pd.DataFrame) -> list[str]:
     others = _other_configs(section)
     if others:
         lines += ["", "#### Other configurations (not in the table)", "",
-                  "Only the configuration with the most finished seeds per model is reported.", "", *others]
+                  "The table holds one configuration per model: the first records folder's, and of its configurations "
+                  "the one with the most finished seeds. Those that train as long on the same data are compared with "
+                  "it under Ablations.", "", *others]
     return lines
 
 
