@@ -271,6 +271,13 @@ def _scores(section: pd.DataFrame, model: str, key: str) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _variant_scores(section: pd.DataFrame, config_key: str, key: str) -> np.ndarray:
+    """Finite final-epoch values of one metric over the finished seeds of one configuration (an ablation's)."""
+    runs = section[(section["config_key"] == config_key) & (section["status"] == "finished")]
+    values = runs[key].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
 def _welch_row(metric: str, a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict:
     """One two-sided Welch comparison of A's finished seeds with B's, as :func:`compare` returns it (Holm aside)."""
     nan = float("nan")
@@ -357,17 +364,11 @@ def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) 
         The columns of :func:`compare`, ``a`` being the variant's label; no rows without variants.
     """
     section = _section(finals, dataset, recipe)
-    done = section[section["status"] == "finished"]
-
-    def values(key: str, metric: str) -> np.ndarray:
-        x = done.loc[done["config_key"] == key, metric].to_numpy(dtype=float)
-        return x[np.isfinite(x)]
-
     present = [m for m in model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
     rows = []
     for model, key, label in variants(section):
         against = [model] + ([m for m in present if m != model] if model == CHALLENGER else [])
-        rows += [_welch_row(metric, label, values(key, metric), other, _scores(section, other, metric))
+        rows += [_welch_row(metric, label, _variant_scores(section, key, metric), other, _scores(section, other, metric))
                  for metric in PLANNED_METRICS for other in against]
     table = pd.DataFrame(rows)
     if len(table):
@@ -614,8 +615,8 @@ def _author_recipe_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list
     """How the author recipe differs from the described one, and whether its discriminator went dead.
 
     ``curves`` holds the per-epoch rows of the section's finished runs (:func:`_curves`), ``section``
-    their records (the machines that trained them). The author's D is an affine map clipped at 0, so the VAE can push it to 0 on every real z; its
-    ``tc`` column (the mean of D(z) over real codes) is then exactly 0 and the TC term has no gradient.
+    their records (the machines that trained them). The author's D is an affine map clipped at 0,
+    so the VAE can push it to 0 on every real z; its ``tc`` column (the mean of D(z) over real codes) is then exactly 0 and the TC term has no gradient.
     """
     lines = [
         f"The author recipe trains as the paper's code does ({AUTHOR_CODE}, `main.py`); the described recipe as the "
@@ -795,12 +796,10 @@ def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame) -> lis
         "| Variant | " + " | ".join(HEADERS[key] for key in PLANNED_METRICS) + " |",
         "|---|" + "---|" * len(PLANNED_METRICS),
     ]
-    done = section[section["status"] == "finished"]
     for _, key, label in variants(section):
         cells = []
         for metric in PLANNED_METRICS:
-            x = done.loc[done["config_key"] == key, metric].to_numpy(dtype=float)
-            x = x[np.isfinite(x)]
+            x = _variant_scores(section, key, metric)
             cells.append(_cell(x.mean() if x.size else np.nan, x.std(ddof=1) if x.size > 1 else np.nan, x.size))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", *_comparisons_table(comparisons), ""]
