@@ -19,6 +19,7 @@ from bench.records import RecordError, read_tree, run_dir, run_path, write_run
 from bench.report.table1 import (
     compare,
     final_epoch_table,
+    lead_kept,
     paper_on_our_scale,
     paper_ratios,
     summarise,
@@ -602,6 +603,24 @@ def test_a_second_folder_adds_ablations_compared_with_their_model_and_with_the_o
             "n = 3 vs 3 (difference -7.00 nats, 95% CI [") in ablations
     assert holm_cf > 1e-4 and f"[-9.27, -4.73], Holm p = {holm_cf:.4f})" in ablations
     assert "Holm correction over the 4 tests of this family that could run (of 4)" in ablations
+    # CFactorVAE's own lead over FactorVAE: 118 - 121 = -3, t = -3 / 0.8165 = -3.674 (df 4) on both metrics, so
+    # Holm over those two (CVAE is absent) doubles the one p. The variant's -10 is 10 / 3 = 333% of it.
+    holm_lead = 2 * 2 * stats.t.sf(3 / np.sqrt(2 / 3), 4)
+    assert holm_lead < 0.05
+    assert (f"- cfactorvae gamma=0.0, test recon error against factorvae: -10.00 nats, 333% of CFactorVAE's -3.00 "
+            f"(Holm p = {holm_lead:.4f})") in ablations
+    assert "against cvae" not in ablations
+
+
+def test_an_ablation_keeps_a_share_of_a_supported_lead_only():
+    planned = dict(metric="test_recon", b="factorvae", diff=-2.0, p_holm=0.01, reason="")
+    ablated = dict(a="cfactorvae gamma=0.0", metric="test_recon", b="factorvae", diff=-0.5, reason="")
+    assert lead_kept(planned, ablated) == ("cfactorvae gamma=0.0, test recon error against factorvae: -0.50 nats, "
+                                           "25% of CFactorVAE's -2.00 (Holm p = 0.0100)")
+    for unsupported in (dict(p_holm=0.2), dict(diff=2.0), dict(reason="not enough seeds")):
+        assert lead_kept(planned | unsupported, ablated).endswith("CFactorVAE has no supported lead over factorvae to keep")
+    untested = ablated | dict(reason="not enough seeds: cfactorvae gamma=0.0 has 1 finished")
+    assert lead_kept(planned, untested).endswith("cannot be compared: not enough seeds: cfactorvae gamma=0.0 has 1 finished")
 
 
 def test_a_run_in_two_folders_is_refused(tmp_path):

@@ -391,6 +391,24 @@ def difference(row: dict) -> str:
             f"95% CI [{row['lo']:+.2f}, {row['hi']:+.2f}], Holm p = {_p(row['p_holm'])})")
 
 
+def lead_kept(planned: dict, ablated: dict) -> str:
+    """One line on how much of CFactorVAE's lead over B an ablation of CFactorVAE keeps.
+
+    ``planned`` is the :func:`compare` row of CFactorVAE against B, ``ablated`` the :func:`ablations`
+    row of the variant against the same B and metric. The share is the ratio of the two mean
+    differences, a point estimate: the CIs of its two terms are in the tables. Only a lead the
+    planned comparisons support (lower, Holm p below :data:`ALPHA`) has a share to report.
+    """
+    head = f"{ablated['a']}, {CLAIM_NAMES[planned['metric']]} against {planned['b']}"
+    if planned["reason"] or not (planned["p_holm"] < ALPHA and planned["diff"] < 0):
+        return f"{head}: CFactorVAE has no supported lead over {planned['b']} to keep"
+    if ablated["reason"]:
+        return f"{head}: cannot be compared: {ablated['reason']}"
+    share = ablated["diff"] / planned["diff"]
+    return (f"{head}: {ablated['diff']:+.2f} nats, {share:.0%} of CFactorVAE's {planned['diff']:+.2f} "
+            f"(Holm p = {_p(planned['p_holm'])})")
+
+
 def verdict(comparisons: pd.DataFrame, metric: str, baseline: str, name: str) -> str:
     """One line on the claim "CFactorVAE has a lower <metric> than <name>".
 
@@ -784,8 +802,9 @@ def _comparisons_table(comparisons: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
-    """The ablations of one section: each variant's final numbers, its comparisons and a line per comparison."""
+def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame, planned: pd.DataFrame) -> list[str]:
+    """The ablations of one section: each variant's final numbers, its comparisons, a line per comparison
+    and, for a variant of CFactorVAE, what it keeps of CFactorVAE's leads (``planned``: from :func:`compare`)."""
     tested = comparisons[comparisons["reason"] == ""]
     lines = [
         "Each configuration of a model outside the table that trains as long on the same data is an ablation: it "
@@ -804,6 +823,14 @@ def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame) -> lis
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", *_comparisons_table(comparisons), ""]
     lines += [f"- {difference(row)}" for row in comparisons.to_dict("records")]
+    leads = {(row["metric"], row["b"]): row for row in planned.to_dict("records")}
+    kept = [lead_kept(leads[(row["metric"], row["b"])], row) for row in comparisons.to_dict("records")
+            if row["b"] != CHALLENGER and (row["metric"], row["b"]) in leads]
+    if kept:
+        lines += ["", "What each variant of CFactorVAE keeps of CFactorVAE's leads in the planned comparisons: the "
+                      "variant's mean difference from the other model, and that as a share of CFactorVAE's own "
+                      "(a ratio of means: 100% keeps the whole lead, 0% none of it).", ""]
+        lines += [f"- {line}" for line in kept]
     return lines
 
 
@@ -1139,10 +1166,11 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             if recipe == "author":
                 lines += ["", "### How the author recipe differs from the described one", ""]
                 lines += _author_recipe_markdown(curves, section)
-            lines += ["", "### Significance", ""] + _significance_markdown(compare(finals, name, recipe))
+            planned = compare(finals, name, recipe)
+            lines += ["", "### Significance", ""] + _significance_markdown(planned)
             ablated = ablations(finals, name, recipe)
             if len(ablated):
-                lines += ["", "### Ablations", ""] + _ablations_markdown(section, ablated)
+                lines += ["", "### Ablations", ""] + _ablations_markdown(section, ablated, planned)
             lines += [
                 "", "### Figures", "",
                 f"![Figure 3, {scope}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
