@@ -11,11 +11,11 @@ import pytest
 import torch
 from support import REPO, run_bench
 
-from bench.config import METRIC_COUNTS, resolve
+from bench.config import METRIC_COUNTS
 from bench.data.datasets import ground_truth, render_dsprites
 from bench.errors import BenchError
 from bench.eval.saved import score_runs, scoring_threads
-from bench.eval.scores import counts_for, metric_rows, posterior_means
+from bench.eval.scores import counts_for, posterior_means
 from bench.records import METRICS_SCHEMA, metrics_path, read_metrics, read_tree, weights_path, write_metrics
 from bench.report.table1 import _scores_markdown, compare_scores, summarise_scores
 from models.nets import VAE
@@ -72,8 +72,8 @@ def test_the_report_shows_the_scores_with_their_tests(scored):
     assert (scored / "report" / "figures" / "dsprites-cfactorvae-seed0-traversal.png").is_file()
 
 
-def test_scoring_is_deterministic_and_reads_the_posterior_mean(tmp_path):
-    config = resolve("vae", "dsprites", 0, "smoke", {"z_dim": 4})
+def test_scoring_reads_the_posterior_mean(tmp_path):
+    # That scoring is deterministic, across processes, is checked where bench metrics scores runs again.
     torch.manual_seed(0)
     vae = VAE(4, 1, 64)
     truth = ground_truth("dsprites", tmp_path)
@@ -81,8 +81,6 @@ def test_scoring_is_deterministic_and_reads_the_posterior_mean(tmp_path):
     with torch.no_grad():
         direct = vae.encoder(render_dsprites(factors).float() / 255)[0].double().numpy()
     assert np.array_equal(posterior_means(vae, truth)(factors), direct)
-    first, second = metric_rows(config, vae, truth, "smoke"), metric_rows(config, vae, truth, "smoke")
-    assert [r["value"] for r in first] == [r["value"] for r in second]
 
 
 @pytest.mark.fast
