@@ -17,7 +17,7 @@ from bench.errors import BenchError
 from bench.eval.saved import score_runs, scoring_threads
 from bench.eval.scores import counts_for, posterior_means
 from bench.records import METRICS_SCHEMA, metrics_path, read_metrics, read_tree, weights_path, write_metrics
-from bench.report.table1 import _scores_markdown, compare_scores, summarise_scores
+from bench.report.scores import compare_scores, scores_markdown, summarise_scores
 from models.nets import VAE
 
 SCORES = {"factorvae_score", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_train",
@@ -126,7 +126,7 @@ def test_records_of_the_earlier_four_scores_still_report(tmp_path):
         write_metrics(tmp_path / "_metrics" / f"{run_id}.parquet", frame.to_dict("records"))
     read = read_metrics(tmp_path)
     assert set(read["metric"]) == set(EARLIER) and len(read) == len(rows)
-    text = "\n".join(_scores_markdown(read))
+    text = "\n".join(scores_markdown(read))
     assert "| Model | FactorVAE score | MIG | DCI disentanglement | SAP |" in text
     assert "DCI disentanglement (gradient-boosted stumps) on the same samples and SAP (least-squares" in text
     assert "the quick profile's sample counts, fewer than disentanglement_lib's (10,000 training" in text
@@ -140,7 +140,7 @@ def test_earlier_dci_and_sap_are_not_averaged_with_disentanglement_libs():
     # disentanglement and SAP are seed 2's alone (0.2, n = 1), its FactorVAE score both seeds'.
     scores = pd.concat([_rows(EARLIER, [(m, 1) for m in ("cfactorvae", "factorvae")]),
                         _rows(SCORES, [(m, 2) for m in ("cfactorvae", "factorvae")], profile="paper")])
-    text = "\n".join(_scores_markdown(scores))
+    text = "\n".join(scores_markdown(scores))
     assert "2 of the 4 runs were scored before" in text
     factorvae = next(line for line in text.splitlines() if line.startswith("| FactorVAE (FVAE) |"))
     assert factorvae.split(" | ")[1:4] == ["0.150 ± 0.071 (n = 2)", "0.150 ± 0.071 (n = 2)", "0.200 (n = 1)"]
@@ -149,7 +149,7 @@ def test_earlier_dci_and_sap_are_not_averaged_with_disentanglement_libs():
 
 @pytest.mark.fast
 def test_the_counts_line_names_disentanglement_libs_counts():
-    text = "\n".join(_scores_markdown(_rows(SCORES, PAIRS, profile="paper")))
+    text = "\n".join(scores_markdown(_rows(SCORES, PAIRS, profile="paper")))
     assert "disentanglement_lib's sample counts (the paper profile's)" in text
     assert "trained on those 10,000 and tested on 5,000 more" in text
 

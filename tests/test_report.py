@@ -16,16 +16,9 @@ from support import record_meta
 
 from bench.errors import BenchError
 from bench.records import RecordError, read_tree, run_dir, run_path, write_run
-from bench.report.table1 import (
-    compare,
-    final_epoch_table,
-    lead_kept,
-    paper_on_our_scale,
-    paper_ratios,
-    summarise,
-    verdict,
-    write_report,
-)
+from bench.report.finals import final_epoch_table, paper_on_our_scale, paper_ratios, summarise
+from bench.report.significance import compare, lead_kept, verdict
+from bench.report.table1 import write_report
 
 MODELS = ("vae", "betavae", "cvae", "factorvae", "cfactorvae")
 KEYS = ("train_loss", "train_recon", "test_loss", "test_recon")

@@ -204,7 +204,7 @@ class LoadedRun:
 
 
 def _chosen_configs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it (bench.report.table1).
+    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it (bench.report.finals.final_epoch_table).
 
     The configuration with the most finished runs wins, then the most runs, then the most epochs,
     then the larger config key, so the figures show the runs the report's table averages.

@@ -21,7 +21,9 @@ takes each run's numbers at its final epoch, and writes
   model whose final weights are in the records.
 
 Only runs whose status is ``finished`` enter means, tests and curves. The report never
-trains; it imports torch only to draw the pictures.
+trains; it imports torch only to draw the pictures. This module writes the report; its numbers
+come from :mod:`bench.report.finals`, its tests from :mod:`bench.report.significance` and
+:mod:`bench.report.scores`, its figures from :mod:`bench.report.figures`.
 """
 
 from __future__ import annotations
@@ -29,53 +31,50 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.config import ADDED_DEFAULTS
 from bench.errors import BenchError
 from bench.paper import (
     AUTHOR_CODE,
     AUTHOR_TEST_PRINT,
-    CHALLENGER,
-    CLAIM_NAMES,
-    CLAIMS,
     LABELS,
     MODELS,
     PAPER_DATASET,
     PAPER_TABLE1,
     PAPER_TEST_SCALE,
-    PLANNED_METRICS,
     model_order,
 )
-from bench.records import FINAL_METRICS, config_rank, final_values, read_metrics, read_trees, weights_path
+from bench.records import read_metrics, read_trees, weights_path
+from bench.report.cells import cell, num
 from bench.report.figures import FIGURE_TYPES, figure3, figure_kl_dims, figure_loss
-from bench.report.stats import hedges_g, holm, mean_diff_ci, min_detectable_effect, prob_superiority, welch
+from bench.report.finals import (
+    DEFAULT_RECIPE,
+    HEADERS,
+    RUN_KEYS,
+    TABLE1_COLUMNS,
+    final_epoch_table,
+    machine,
+    outside_table,
+    paper_ratios,
+    section_rows,
+    sections,
+    summarise,
+)
+from bench.report.scores import finished_scores, scores_markdown
+from bench.report.significance import ablations, ablations_markdown, compare, significance_markdown
 from bench.writable import check_files, check_folders
 
-# The recipes in report order. A record written before configs had a recipe was trained by the
-# described one, and bench.records.read_tree gives it that recipe (ADDED_DEFAULTS).
-RECIPES = ("described", "author")
-DEFAULT_RECIPE = ADDED_DEFAULTS["recipe"]
-HEADERS = {
-    "train_loss": "Train loss",
-    "train_recon": "Train recon loss",
-    "test_loss": "Test loss",
-    "test_recon": "Test recon error",
-}
-# Table 1's columns, in the order of the final values the records give (bench.records.FINAL_METRICS).
-TABLE1_COLUMNS = tuple((key, HEADERS[key]) for key, _, _ in FINAL_METRICS)
-ALPHA = 0.05
-POWER = 0.8
 # What loss - recon holds per recipe: each objective's terms beside the reconstruction.
 ADDED_TERMS = {
     "described": "|KL − C| for CVAE, KL + γ TC for FactorVAE, |KL − C| + γ TC for CFactorVAE",
     "author": "4 · mean_i |KL_i − C| for CVAE, KL + γ · mean_i D(z_i) for FactorVAE, mean_i |KL_i − C| + "
               "γ · mean_i D(z_i) for CFactorVAE",
 }
+
 # How the author recipe trains against the described one, one row each: (what, author, described).
 AUTHOR_DIFFERENCES = (
     ("Batches", "128 images, the last partial batch of 96 kept: 469 updates an epoch on MNIST's 60,000 images, "
@@ -99,18 +98,6 @@ AUTHOR_DIFFERENCES = (
      "after the VAE's step", "the permuted codes of an independent batch"),
     ("Gradient", "losses summed over the batch (reduction sum)", "means over the batch"),
 )
-RUN_KEYS = ["run_id", "dataset", "model", "seed"]
-# The disentanglement metrics of bench.eval.metrics, as stored in the metric records; higher is better for all.
-# Records scored before DCI came from disentanglement_lib's estimator hold the first, third and last alone.
-SCORES = {
-    "factorvae_score": "FactorVAE score",
-    "mig": "MIG",
-    "dci_disentanglement": "DCI disentanglement",
-    "dci_completeness": "DCI completeness",
-    "dci_informativeness_train": "DCI informativeness (train)",
-    "dci_informativeness_test": "DCI informativeness (test)",
-    "sap": "SAP",
-}
 
 
 @dataclass(frozen=True)
@@ -143,331 +130,6 @@ class ReportSummary:
         return (self.markdown, self.csv, *self.figures)
 
 
-def sections(finals: pd.DataFrame) -> list[tuple[str, str]]:
-    """The (dataset, recipe) pairs in ``finals``: datasets sorted, recipes in :data:`RECIPES` order, then any other."""
-    rank = {recipe: i for i, recipe in enumerate(RECIPES)}
-    pairs = set(zip(finals["dataset"], finals["recipe"]))
-    return sorted(pairs, key=lambda pair: (pair[0], rank.get(pair[1], len(RECIPES)), pair[1]))
-
-
-def _section(finals: pd.DataFrame, dataset: str, recipe: str) -> pd.DataFrame:
-    """The rows of one report section: one dataset, one recipe."""
-    return finals[(finals["dataset"] == dataset) & (finals["recipe"] == recipe)]
-
-
-def paper_ratios() -> dict[tuple[str, str], float]:
-    """The paper's train / test ratio for each model and quantity (``"loss"``, ``"recon"``): the six pairs."""
-    ratios = {}
-    for model, (train_loss, train_recon, test_loss, test_recon) in PAPER_TABLE1.items():
-        ratios[(model, "loss")] = train_loss / test_loss
-        ratios[(model, "recon")] = train_recon / test_recon
-    return ratios
-
-
-def paper_on_our_scale(model: str) -> dict[str, float]:
-    """The paper's Table 1 row per metric key, its test columns times :data:`PAPER_TEST_SCALE`."""
-    printed = dict(zip((key for key, *_ in TABLE1_COLUMNS), PAPER_TABLE1[model]))
-    return {key: value * PAPER_TEST_SCALE if key.startswith("test_") else value for key, value in printed.items()}
-
-
-def final_epoch_table(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run with its final-epoch numbers and whether it belongs in Table 1.
-
-    Parameters
-    ----------
-    rows, runs : pandas.DataFrame
-        As returned by :func:`bench.records.read_tree`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The ``runs`` columns plus ``config_key`` (the config minus the seed), ``recipe``
-        (the config's), ``in_table`` and, for each metric key of :data:`TABLE1_COLUMNS`, the
-        value and ``<key>_epoch``. A finished or running run gives its values at the last
-        epoch recorded for the split; a diverged run gives, per metric, the last finite value.
-        ``in_table`` marks, per (dataset, recipe, model), the runs of the configuration with
-        the most finished seeds (ties: most runs, then most epochs), so that runs of different
-        settings are never averaged together and each recipe has a table of its own; runs read
-        from several folders (a ``source`` column) take it from the first folder with the model.
-    """
-    finals = final_values(rows, runs)
-    finals["recipe"] = finals["config"].map(lambda config: config["recipe"])
-    finals["in_table"] = False
-    for _, group in finals.groupby(["dataset", "recipe", "model"], sort=False):
-        def rank(key, group=group):
-            members = group[group["config_key"] == key]
-            # Read from several folders (read_trees), the first folder that holds the model gives its table config.
-            return (-members["source"].min() if "source" in members else 0, config_rank(members, key))
-        chosen = max(group["config_key"].unique(), key=rank)
-        finals.loc[group.index[group["config_key"] == chosen], "in_table"] = True
-    return finals
-
-
-def summarise(finals: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as numbers: per (dataset, recipe, model), mean, SD (ddof=1) and n of each metric.
-
-    Parameters
-    ----------
-    finals : pandas.DataFrame
-        From :func:`final_epoch_table`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``dataset, recipe, model, label, epochs, trained_on, n_finished, n_diverged,
-        n_unfinished``, then ``<key>_mean, <key>_sd, <key>_n`` per metric; the paper's
-        number as printed (``paper_<key>``), on our scale (``paper_scaled_<key>``: test
-        columns times :data:`PAPER_TEST_SCALE`) and ours minus that (``diff_<key>``); and
-        loss minus recon per run, ``<split>_gap_mean, <split>_gap_sd`` with the paper's
-        ``paper_<split>_gap`` on our scale. Every one of the five models has a row for every
-        (dataset, recipe) of the records, with n = 0 where it has no runs. Only finished runs
-        of the table's configuration enter the means; ``n_diverged`` and ``n_unfinished``
-        count the runs of that configuration left out.
-    """
-    table = []
-    for dataset, recipe in sections(finals.dropna(subset=["dataset"])):
-        mine = _section(finals, dataset, recipe)
-        mine = mine[mine["in_table"]]
-        for model in model_order(mine["model"].dropna().unique()):
-            runs = mine[mine["model"] == model]
-            done = runs[runs["status"] == "finished"]
-            epochs = sorted(pd.to_numeric(done["epochs"], errors="coerce").dropna().astype(int).unique())
-            row = {
-                "dataset": dataset,
-                "recipe": recipe,
-                "model": model,
-                "label": LABELS.get(model, model),
-                "epochs": "/".join(map(str, epochs)),
-                "trained_on": "; ".join(sorted({_machine(r) for r in done.to_dict("records")})) or "—",
-                "n_finished": len(done),
-                "n_diverged": int((runs["status"] == "diverged").sum()),
-                "n_unfinished": int((~runs["status"].isin(["finished", "diverged"])).sum()),
-            }
-            for key, *_ in TABLE1_COLUMNS:
-                values = done[key].to_numpy(dtype=float)
-                values = values[np.isfinite(values)]
-                row[f"{key}_mean"] = values.mean() if values.size else np.nan
-                row[f"{key}_sd"] = values.std(ddof=1) if values.size > 1 else np.nan
-                row[f"{key}_n"] = values.size
-            scaled = paper_on_our_scale(model) if model in PAPER_TABLE1 else {}
-            for key, value in zip((m[0] for m in TABLE1_COLUMNS), PAPER_TABLE1.get(model, (np.nan,) * 4)):
-                row[f"paper_{key}"] = value
-                row[f"paper_scaled_{key}"] = scaled.get(key, np.nan)
-                row[f"diff_{key}"] = row[f"{key}_mean"] - row[f"paper_scaled_{key}"]
-            for split in ("train", "test"):
-                gaps = (done[f"{split}_loss"] - done[f"{split}_recon"]).to_numpy(dtype=float)
-                gaps = gaps[np.isfinite(gaps)]
-                row[f"{split}_gap_mean"] = gaps.mean() if gaps.size else np.nan
-                row[f"{split}_gap_sd"] = gaps.std(ddof=1) if gaps.size > 1 else np.nan
-                row[f"paper_{split}_gap"] = (scaled[f"{split}_loss"] - scaled[f"{split}_recon"]) if scaled else np.nan
-            table.append(row)
-    return pd.DataFrame(table)
-
-
-def _scores(section: pd.DataFrame, model: str, key: str) -> np.ndarray:
-    """Finite final-epoch values of one metric over the table's finished seeds of one section."""
-    runs = section[(section["model"] == model) & section["in_table"] & (section["status"] == "finished")]
-    values = runs[key].to_numpy(dtype=float)
-    return values[np.isfinite(values)]
-
-
-def _variant_scores(section: pd.DataFrame, config_key: str, key: str) -> np.ndarray:
-    """Finite final-epoch values of one metric over the finished seeds of one configuration (an ablation's)."""
-    runs = section[(section["config_key"] == config_key) & (section["status"] == "finished")]
-    values = runs[key].to_numpy(dtype=float)
-    return values[np.isfinite(values)]
-
-
-def _welch_row(metric: str, a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> dict:
-    """One two-sided Welch comparison of A's finished seeds with B's, as :func:`compare` returns it (Holm aside)."""
-    nan = float("nan")
-    row = dict(metric=metric, a=a_name, b=b_name, n_a=a.size, n_b=b.size,
-               mean_a=a.mean() if a.size else nan, mean_b=b.mean() if b.size else nan,
-               diff=nan, lo=nan, hi=nan, t=nan, df=nan, p=nan, g=nan, p_sup=nan, mde_d=nan, mde_nats=nan, reason="")
-    if a.size < 2 or b.size < 2:
-        row["reason"] = f"not enough seeds: {a_name} has {a.size} finished, {b_name} has {b.size} (need at least 2 each)"
-        return row
-    test = welch(a, b)
-    row["diff"], row["lo"], row["hi"] = mean_diff_ci(a, b, level=0.95)
-    row.update(t=test.t, df=test.df, p=test.p, g=hedges_g(a, b), p_sup=prob_superiority(a, b))
-    pooled_sd = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
-    row["mde_d"] = min_detectable_effect(a.size, b.size, alpha=ALPHA, power=POWER)
-    row["mde_nats"] = row["mde_d"] * pooled_sd
-    if np.isnan(test.p):
-        row["reason"] = "every seed of both has the same value (zero variance)"
-    return row
-
-
-def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
-    """CFactorVAE against every other model of one dataset and recipe on the planned metrics.
-
-    Each comparison is a two-sided Welch t-test of A = cfactorvae against B on the
-    final-epoch scores of the finished seeds; Holm's correction runs over the whole
-    family (every B times both metrics of :data:`PLANNED_METRICS`) of this dataset and
-    recipe. Runs of another recipe never enter: they trained another objective.
-
-    Parameters
-    ----------
-    finals : pandas.DataFrame
-        From :func:`final_epoch_table`.
-    dataset : str
-        The dataset whose runs are compared.
-    recipe : str
-        The recipe whose runs are compared.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (metric, B) with ``n_a, n_b, mean_a, mean_b, diff, lo, hi`` (A - B and
-        its 95% CI), ``t, df, p, p_holm, g`` (Hedges), ``p_sup`` (P(A > B)), ``mde_d`` and
-        ``mde_nats`` (smallest |d| detectable at alpha 0.05 with power 0.8, and that times
-        the pooled SD) and ``reason``: empty when the test ran, else why it could not.
-    """
-    section = _section(finals, dataset, recipe)
-    present = set(section["model"].dropna())
-    # The paper's two baselines are always compared, so a missing one shows as untestable.
-    others = [m for m in model_order(present) if m != CHALLENGER and (m in present or m in ("factorvae", "cvae"))]
-    comparisons = [_welch_row(key, CHALLENGER, _scores(section, CHALLENGER, key), model, _scores(section, model, key))
-                   for key in PLANNED_METRICS for model in others]
-    table = pd.DataFrame(comparisons)
-    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
-    return table
-
-
-# What a configuration must share with its model's table configuration to be compared with it as an
-# ablation: the same training length and data, so that only the objective or the training differs.
-ABLATION_SAME = ("epochs", "train_subset", "test_subset")
-
-
-def variants(section: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """The ablations of one section: (model, config_key, label) of each configuration outside the table.
-
-    Only configurations that share :data:`ABLATION_SAME` with their model's table runs count; the
-    label names what differs, e.g. ``cfactorvae gamma=0.0``.
-    """
-    return [(model, key, f"{model} " + " ".join(f"{k}={other.get(k)}" for k in changed))
-            for model, key, _, _, other, changed in _outside_table(section)
-            if changed and not set(changed) & set(ABLATION_SAME)]
-
-
-def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
-    """Each ablation of one dataset and recipe (:func:`variants`) against its model's table runs.
-
-    A variant of model M is compared with M's table configuration and, when M is CFactorVAE, with
-    each other model of the section as well, as :func:`compare` compares CFactorVAE itself: what
-    the variant keeps of CFactorVAE's differences. Two-sided Welch t-tests on the planned metrics;
-    Holm's correction runs over this family alone, apart from the planned one.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The columns of :func:`compare`, ``a`` being the variant's label; no rows without variants.
-    """
-    section = _section(finals, dataset, recipe)
-    present = [m for m in model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
-    rows = []
-    for model, key, label in variants(section):
-        against = [model] + ([m for m in present if m != model] if model == CHALLENGER else [])
-        rows += [_welch_row(metric, label, _variant_scores(section, key, metric), other, _scores(section, other, metric))
-                 for metric in PLANNED_METRICS for other in against]
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
-    return table
-
-
-def difference(row: dict) -> str:
-    """One line on a two-sided comparison of :func:`ablations`: whether A and B differ, and by how much."""
-    head = f"{row['a']} against {row['b']}, {CLAIM_NAMES[row['metric']]}"
-    if row["reason"]:
-        return f"{head}: cannot be tested: {row['reason']}"
-    if row["p_holm"] < ALPHA:
-        outcome = "lower" if row["diff"] < 0 else "higher"
-        outcome = f"significantly {outcome} at alpha = {ALPHA} (Holm)"
-    else:
-        outcome = (f"no significant difference at alpha = {ALPHA} (Holm; 80% power only for |d| ≥ "
-                   f"{row['mde_d']:.2f}, {row['mde_nats']:.2f} nats)")
-    return (f"{head}: {outcome}, n = {row['n_a']} vs {row['n_b']} (difference {row['diff']:+.2f} nats, "
-            f"95% CI [{row['lo']:+.2f}, {row['hi']:+.2f}], Holm p = {_p(row['p_holm'])})")
-
-
-def lead_kept(planned: dict, ablated: dict) -> str:
-    """One line on how much of CFactorVAE's lead over B an ablation of CFactorVAE keeps.
-
-    ``planned`` is the :func:`compare` row of CFactorVAE against B, ``ablated`` the :func:`ablations`
-    row of the variant against the same B and metric. The share is the ratio of the two mean
-    differences, a point estimate: the CIs of its two terms are in the tables. Only a lead the
-    planned comparisons support (lower, Holm p below :data:`ALPHA`) has a share to report.
-    """
-    head = f"{ablated['a']}, {CLAIM_NAMES[planned['metric']]} against {planned['b']}"
-    if planned["reason"] or not (planned["p_holm"] < ALPHA and planned["diff"] < 0):
-        return f"{head}: CFactorVAE has no supported lead over {planned['b']} to keep"
-    if ablated["reason"]:
-        return f"{head}: cannot be compared: {ablated['reason']}"
-    share = ablated["diff"] / planned["diff"]
-    return (f"{head}: {ablated['diff']:+.2f} nats, {share:.0%} of CFactorVAE's {planned['diff']:+.2f} "
-            f"(Holm p = {_p(planned['p_holm'])})")
-
-
-def verdict(comparisons: pd.DataFrame, metric: str, baseline: str, name: str) -> str:
-    """One line on the claim "CFactorVAE has a lower <metric> than <name>".
-
-    The claim is supported when A - B < 0 and the Holm-adjusted p is below
-    :data:`ALPHA`, contradicted when A - B > 0 and significant, not supported otherwise;
-    when the test could not run the line says why.
-
-    Parameters
-    ----------
-    comparisons : pandas.DataFrame
-        From :func:`compare`.
-    metric : str
-        A key of :data:`PLANNED_METRICS`.
-    baseline : str
-        The model compared with; :func:`compare` always includes ``"factorvae"`` and ``"cvae"``.
-    name : str
-        The baseline as the paper names it.
-
-    Returns
-    -------
-    str
-        The verdict line.
-    """
-    claim = f"CFactorVAE has a lower {CLAIM_NAMES[metric]} than {name}"
-    row = comparisons[(comparisons["metric"] == metric) & (comparisons["b"] == baseline)].iloc[0]
-    if row["reason"]:
-        return f"{claim}: cannot be tested: {row['reason']}"
-    significant = row["p_holm"] < ALPHA
-    if significant and row["diff"] < 0:
-        outcome = "supported"
-    elif significant and row["diff"] > 0:
-        outcome = "contradicted (significantly higher)"
-    else:
-        outcome = "not supported"
-    return (
-        f"{claim}: {outcome} at alpha = {ALPHA} (Holm), n = {row['n_a']} vs {row['n_b']}"
-        f" (difference {row['diff']:+.2f} nats, 95% CI [{row['lo']:+.2f}, {row['hi']:+.2f}],"
-        f" Holm p = {_p(row['p_holm'])})"
-    )
-
-
-def _num(value: float, digits: int = 2) -> str:
-    return "—" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    if pd.isna(value):
-        return "—"
-    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
-
-
-def _cell(mean: float, sd: float, n: int, digits: int = 2) -> str:
-    if n == 0:
-        return "—"
-    if n == 1:
-        return f"{mean:.{digits}f} (n = 1, no SD)"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n = {n})"
-
-
 def _subset(value) -> str:
     return "full split" if int(value) == 0 else f"first {int(value)} images"
 
@@ -483,14 +145,6 @@ def _per_model(done: pd.DataFrame, describe) -> str:
     if len(distinct) <= 1:
         return next(iter(distinct), "—")
     return "differs between models: " + "; ".join(f"{m} {v}" for m, v in values.items())
-
-
-def _machine(run: dict) -> str:
-    """Device (with the CPU's model where the record has it), torch version and threads of one run."""
-    on_cpu = run.get("device") == "cpu"
-    threads = f", {run['threads']} thread(s)" if on_cpu and run.get("threads") else ""
-    cpu = f" ({run['cpu']})" if on_cpu and isinstance(run.get("cpu"), str) else ""
-    return f"{run['device']}{cpu}, torch {run.get('torch') or '?'}{threads}"
 
 
 def _config_value(run: dict, key: str):
@@ -518,7 +172,7 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
         f"- Train subset: {_per_model(done, lambda r: _subset(_config_value(r, 'train_subset')))}; "
         f"test subset: {_per_model(done, lambda r: _subset(_config_value(r, 'test_subset')))} (0 in the config = full split)",
         f"- Seeds finished: {_seeds_line(seeds)}",
-        f"- Trained on: {_per_model(done, _machine)}",
+        f"- Trained on: {_per_model(done, machine)}",
         f"- Runs: {len(done)} finished runs averaged; excluded from the means: "
         f"{int((table['status'] == 'diverged').sum())} diverged, "
         f"{int((~table['status'].isin(['finished', 'diverged'])).sum())} unfinished, "
@@ -531,28 +185,10 @@ def _provenance(mine: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _outside_table(section: pd.DataFrame):
-    """Per model of one section, each configuration left out of its table.
-
-    Yields ``(model, config_key, runs, table_config, config, changed)``: its runs, the model's
-    table configuration, its own, and the keys (seed aside) whose values differ between the two.
-    """
-    for model in model_order(section["model"].unique()):
-        runs = section[section["model"] == model]
-        chosen = runs[runs["in_table"]]
-        if chosen.empty:
-            continue
-        reference = dict(chosen.iloc[0]["config"] or {})
-        for key, group in runs[~runs["in_table"]].groupby("config_key", sort=True):
-            other = dict(group.iloc[0]["config"] or {})
-            changed = sorted(k for k in set(reference) | set(other) if k != "seed" and reference.get(k) != other.get(k))
-            yield model, key, group, reference, other, changed
-
-
 def _other_configs(mine: pd.DataFrame) -> list[str]:
     """A line per configuration of one section left out of its table, naming what differs from the table's."""
     lines = []
-    for model, _, group, reference, other, changed in _outside_table(mine):
+    for model, _, group, reference, other, changed in outside_table(mine):
         what = ", ".join(f"{k}={other.get(k)} (table: {reference.get(k)})" for k in changed)
         lines.append(f"- {model}: {len(group)} runs ({int((group['status'] == 'finished').sum())} finished) "
                      f"with {what or 'a different configuration'}")
@@ -566,7 +202,7 @@ def _table1_markdown(summary: pd.DataFrame) -> list[str]:
         "|---" * (3 + len(headers)) + "|",
     ]
     for row in summary.to_dict("records"):
-        ours = [_cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in TABLE1_COLUMNS]
+        ours = [cell(row[f"{k}_mean"], row[f"{k}_sd"], row[f"{k}_n"]) for k, *_ in TABLE1_COLUMNS]
         lines.append(f"| {row['label']} | " + " | ".join(ours) + f" | {row['n_diverged']} | {row['trained_on']} |")
     return lines
 
@@ -581,8 +217,8 @@ def _per_seed_markdown(section: pd.DataFrame) -> list[str]:
              "| Model | " + " | ".join(f"Seed {s}" for s in seeds) + " | Median |", "|---" * (2 + len(seeds)) + "|"]
     for model in [m for m in model_order(done["model"].unique()) if (done["model"] == m).any()]:
         values = done[done["model"] == model].set_index("seed")["test_recon"]
-        cells = [_num(values[s]) if s in values.index else "—" for s in seeds]
-        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + f" | {_num(values.median())} |")
+        cells = [num(values[s]) if s in values.index else "—" for s in seeds]
+        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + f" | {num(values.median())} |")
     return lines
 
 
@@ -610,7 +246,7 @@ def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
         for key, header in TABLE1_COLUMNS:
             scaled = f"{row[f'paper_scaled_{key}']:.2f}" + (f" (× {PAPER_TEST_SCALE:g})" if key.startswith("test_") else "")
             diff = "—" if pd.isna(row[f"diff_{key}"]) else f"{row[f'diff_{key}']:+.2f}"
-            lines.append(f"| {row['label']} | {header} | {_cell(row[f'{key}_mean'], row[f'{key}_sd'], row[f'{key}_n'])} "
+            lines.append(f"| {row['label']} | {header} | {cell(row[f'{key}_mean'], row[f'{key}_sd'], row[f'{key}_n'])} "
                          f"| {row[f'paper_{key}']:.2f} | {scaled} | {diff} |")
     added = f" ({ADDED_TERMS[recipe]})" if recipe in ADDED_TERMS else ""
     lines += [
@@ -623,7 +259,7 @@ def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in paper_rows:
-        ours = {split: _cell(row[f"{split}_gap_mean"], row[f"{split}_gap_sd"], row["n_finished"]) for split in ("train", "test")}
+        ours = {split: cell(row[f"{split}_gap_mean"], row[f"{split}_gap_sd"], row["n_finished"]) for split in ("train", "test")}
         lines.append(f"| {row['label']} | {row['paper_train_gap']:.2f} | {ours['train']} | "
                      f"{row['paper_test_gap']:.2f} | {ours['test']} |")
     return lines
@@ -670,7 +306,7 @@ def _author_recipe_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list
                 for split in ("train", "test"):
                     values = mine.loc[mine["split"] == split, column].to_numpy(dtype=float)
                     values = values[np.isfinite(values)]
-                    cells.append(_cell(values.mean() if values.size else np.nan,
+                    cells.append(cell(values.mean() if values.size else np.nan,
                                        values.std(ddof=1) if values.size > 1 else np.nan, values.size, digits=3))
             # Dead on both splits: D said 0 to every real z of the final epoch's updates and of the test set.
             dead = mine.groupby("run_id")["tc"].agg(lambda tc: len(tc) == 2 and bool((tc == 0).all()))
@@ -703,7 +339,7 @@ def _same_machine(pair: pd.DataFrame) -> bool | None:
     runs = pair.to_dict("records")
     if any(run.get("device") == "cpu" and not isinstance(run.get("cpu"), str) for run in runs):
         return None
-    return len({_machine(run) for run in runs}) == 1
+    return len({machine(run) for run in runs}) == 1
 
 
 def _twin_markdown(curves: pd.DataFrame, section: pd.DataFrame) -> list[str]:
@@ -782,213 +418,6 @@ def _excluded_runs(section: pd.DataFrame) -> list[str]:
                   "The table holds one configuration per model: the first records folder's, and of its configurations "
                   "the one with the most finished seeds. Those that train as long on the same data are compared with "
                   "it under Ablations.", "", *others]
-    return lines
-
-
-def _comparisons_table(comparisons: pd.DataFrame) -> list[str]:
-    """The markdown table of Welch comparisons (rows of :func:`compare` or :func:`ablations`)."""
-    lines = ["| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) "
-             "| MDE d (nats) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in comparisons.to_dict("records"):
-        head = f"| {HEADERS[r['metric']]} | {r['a']} vs {r['b']} | {r['n_a']} vs {r['n_b']} |"
-        if r["reason"] and np.isnan(r["diff"]):
-            lines.append(f"{head} {r['reason']} | | | | | | |")
-            continue
-        lines.append(
-            f"{head} {r['diff']:+.2f} [{_num(r['lo'])}, {_num(r['hi'])}] | {_num(r['t'])} ({_num(r['df'], 1)}) | "
-            f"{_p(r['p'])} | {_p(r['p_holm'])} | {_num(r['g'])} | {_num(r['p_sup'])} | "
-            f"{_num(r['mde_d'])} ({_num(r['mde_nats'])}) |"
-        )
-    return lines
-
-
-def _ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame, planned: pd.DataFrame) -> list[str]:
-    """The ablations of one section: each variant's final numbers, its comparisons, a line per comparison
-    and, for a variant of CFactorVAE, what it keeps of CFactorVAE's leads (``planned``: from :func:`compare`)."""
-    tested = comparisons[comparisons["reason"] == ""]
-    lines = [
-        "Each configuration of a model outside the table that trains as long on the same data is an ablation: it "
-        "is compared with the table's runs of its model and, for a variant of CFactorVAE, with each other model, "
-        "as the planned comparisons compare CFactorVAE. Two-sided Welch t-tests, Holm correction over the "
-        f"{len(tested)} tests of this family that could run (of {len(comparisons)}), apart from the planned family.",
-        "",
-        "| Variant | " + " | ".join(HEADERS[key] for key in PLANNED_METRICS) + " |",
-        "|---|" + "---|" * len(PLANNED_METRICS),
-    ]
-    for _, key, label in variants(section):
-        cells = []
-        for metric in PLANNED_METRICS:
-            x = _variant_scores(section, key, metric)
-            cells.append(_cell(x.mean() if x.size else np.nan, x.std(ddof=1) if x.size > 1 else np.nan, x.size))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", *_comparisons_table(comparisons), ""]
-    lines += [f"- {difference(row)}" for row in comparisons.to_dict("records")]
-    leads = {(row["metric"], row["b"]): row for row in planned.to_dict("records")}
-    kept = [lead_kept(leads[(row["metric"], row["b"])], row) for row in comparisons.to_dict("records")
-            if row["b"] != CHALLENGER and (row["metric"], row["b"]) in leads]
-    if kept:
-        lines += ["", "What each variant of CFactorVAE keeps of CFactorVAE's leads in the planned comparisons: the "
-                      "variant's mean difference from the other model, and that as a share of CFactorVAE's own "
-                      "(a ratio of means: 100% keeps the whole lead, 0% none of it).", ""]
-        lines += [f"- {line}" for line in kept]
-    return lines
-
-
-def _significance_markdown(comparisons: pd.DataFrame) -> list[str]:
-    tested = comparisons[comparisons["reason"] == ""]
-    lines = [
-        f"Planned comparisons: CFactorVAE (A) against each other model (B) on the final test recon error and "
-        f"test loss, two-sided Welch t-tests, Holm correction over the {len(tested)} tests that could run "
-        f"(of {len(comparisons)} planned). Lower is better for both metrics, so the paper's claims predict "
-        "A − B < 0 and P(A > B) near 0. MDE: the smallest |Cohen's d| a two-sided test at alpha = 0.05 detects "
-        "with 80% power at this n (before Holm, so the corrected family needs more), and that in nats via the "
-        "pooled SD.",
-        "",
-        *_comparisons_table(comparisons),
-    ]
-    if len(tested):
-        n_pairs = sorted({(r["n_a"], r["n_b"]) for r in tested.to_dict("records")})
-        for n_a, n_b in n_pairs:
-            d = min_detectable_effect(n_a, n_b, alpha=ALPHA, power=POWER)
-            at = tested[(tested["n_a"] == n_a) & (tested["n_b"] == n_b)]
-            nats = ", ".join(f"{HEADERS[r['metric']].lower()} vs {r['b']} {r['mde_nats']:.2f}" for r in at.to_dict("records"))
-            lines += ["", f"At n = {n_a} vs {n_b}, only effects of |d| ≥ {d:.2f} are detected with 80% power "
-                          f"(in nats: {nats}); smaller true differences are likely to read as not supported."]
-    lines += ["", "#### Verdicts on the paper's claims", ""]
-    lines += [f"- {verdict(comparisons, metric, model, name)}" for metric, model, name in CLAIMS]
-    lines += ["", "The paper's Table 1 also reports lower train loss and train recon loss for CFactorVAE; "
-                  "those columns are descriptive here, outside the planned family."]
-    return lines
-
-
-def _finished_scores(scores: pd.DataFrame, section: pd.DataFrame) -> pd.DataFrame:
-    """The metric rows of the finished runs in the table's configuration of one section."""
-    keep = section[section["in_table"] & (section["status"] == "finished")]
-    return scores.merge(keep[RUN_KEYS], on=RUN_KEYS)
-
-
-def _scored(scores: pd.DataFrame) -> list[str]:
-    """The metrics of SCORES that the records hold, in SCORES order."""
-    return [metric for metric in SCORES if (scores["metric"] == metric).any()]
-
-
-def summarise_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per model and metric the records hold: mean, SD (ddof = 1) and n over seeds, models in Table 1 order."""
-    table = []
-    for model in model_order(scores["model"].unique()):
-        for metric in _scored(scores):
-            values = scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)
-            values = values[np.isfinite(values)]
-            table.append({"model": model, "metric": metric, "n": values.size,
-                          "mean": values.mean() if values.size else np.nan,
-                          "sd": values.std(ddof=1) if values.size > 1 else np.nan})
-    return pd.DataFrame(table, columns=["model", "metric", "n", "mean", "sd"])
-
-
-def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """CFactorVAE against every other model on each disentanglement metric, as :func:`compare` does for Table 1.
-
-    Two-sided Welch t-tests of A = cfactorvae against B per metric the records hold, 95% CI of A - B,
-    Hedges' g, P(A > B), and Holm's correction over the whole family (every B times every metric).
-    """
-    rows = []
-    others = [m for m in model_order(scores["model"].unique()) if m != CHALLENGER]
-    for metric in _scored(scores):
-        pick = lambda model: scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)  # noqa: E731
-        a = pick(CHALLENGER)
-        for model in others:
-            rows.append(_welch_row(metric, CHALLENGER, a, model, pick(model)))
-    table = pd.DataFrame(rows, columns=["metric", "a", "b", "n_a", "n_b", "diff", "lo", "hi", "t", "df", "p", "g",
-                                        "p_sup", "reason"])
-    table["p_holm"] = holm(table["p"].to_numpy(dtype=float)) if len(table) else []
-    return table
-
-
-def _counts_profile(r) -> str:
-    """Which profile's metric sample counts a record's are, and how they stand to disentanglement_lib's."""
-    # Imported here: sklearn, which bench.eval.metrics loads, is paid for only by reports with scores.
-    from bench.config import METRIC_COUNTS
-    from bench.eval.metrics import MetricCounts
-
-    found = tuple(int(r[field.name]) for field in fields(MetricCounts))
-    profile = next((name for name, changed in METRIC_COUNTS.items() if astuple(MetricCounts(**changed)) == found),
-                   None)
-    dl = MetricCounts()
-    if found == astuple(dl):
-        return "disentanglement_lib's sample counts (the paper profile's)"
-    which = (f"the {profile} profile's sample counts, fewer than" if profile
-             else "sample counts of no profile, other than")
-    return (f"{which} disentanglement_lib's ({dl.n_train:,} training and {dl.n_test:,} test samples, "
-            f"{dl.factorvae_n_train:,} and {dl.factorvae_n_eval:,} FactorVAE votes); the scores move with the "
-            "counts, so these do not compare with published ones")
-
-
-def _counts_line(scores: pd.DataFrame) -> str:
-    """How the scores were measured, from the metric records themselves."""
-    columns = ["metric_seed", "n_train", "n_test", "mig_bins", "factorvae_batch_size", "factorvae_n_train",
-               "factorvae_n_eval", "factorvae_n_variance", "representation"]
-    settings = scores[columns].drop_duplicates()
-    runs = scores["run_id"].nunique()
-    # Records written before DCI and SAP came from disentanglement_lib's estimators have no completeness.
-    earlier = runs - scores.loc[scores["metric"] == "dci_completeness", "run_id"].nunique()
-    note = (f" {earlier} of the {runs} runs were scored before, their DCI disentanglement from gradient-boosted "
-            "stumps and their SAP from least-squares classifiers: those two scores of theirs are left out of the "
-            "table and the tests below; `bench metrics --again` scores them anew." if 0 < earlier < runs else "")
-    if len(settings) != 1:
-        return f"The runs were scored with {len(settings)} different sample settings (see the metric records).{note}"
-    r = settings.iloc[0]
-    if earlier == runs:
-        estimators = (f"DCI disentanglement (gradient-boosted stumps) on the same samples and SAP (least-squares "
-                      f"classifiers) trained on them and tested on {r['n_test']:,} more, this harness's estimators "
-                      "before disentanglement_lib's (`bench metrics --again` rescores runs that have their weights)")
-    else:
-        estimators = (f"DCI (sklearn's GradientBoostingClassifier per factor) and SAP (LinearSVC(C=0.01) per code and "
-                      f"factor), as disentanglement_lib, trained on those {r['n_train']:,} and tested on "
-                      f"{r['n_test']:,} more")
-    return (f"Representation: the encoder's {r['representation']}; metric seed {r['metric_seed']}; "
-            f"{_counts_profile(r)}. MIG ({r['mig_bins']} equal-width bins) on {r['n_train']:,} uniform factor "
-            f"samples; {estimators}; FactorVAE score from {r['factorvae_n_train']:,} training and "
-            f"{r['factorvae_n_eval']:,} evaluation votes of {r['factorvae_batch_size']} samples, global variances "
-            f"from {r['factorvae_n_variance']:,}.{note}")
-
-
-def _comparable(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scores to tabulate: where some runs have disentanglement_lib's DCI and SAP, not the earlier runs' own."""
-    current = scores.loc[scores["metric"] == "dci_completeness", "run_id"].unique()
-    if not len(current):
-        return scores
-    return scores[scores["run_id"].isin(current) | ~scores["metric"].isin(["dci_disentanglement", "sap"])]
-
-
-def _scores_markdown(scores: pd.DataFrame) -> list[str]:
-    line = _counts_line(scores)
-    scores = _comparable(scores)
-    summary = summarise_scores(scores)
-    metrics = _scored(scores)
-    lines = [line, "", "| Model | " + " | ".join(SCORES[m] for m in metrics) + " |",
-             "|---|" + "---|" * len(metrics)]
-    for model in model_order(scores["model"].unique()):
-        cells = []
-        for metric in metrics:
-            r = summary[(summary["model"] == model) & (summary["metric"] == metric)].iloc[0]
-            cells.append("—" if r["n"] == 0 else f"{r['mean']:.3f} (n = 1)" if r["n"] == 1
-                         else f"{r['mean']:.3f} ± {r['sd']:.3f} (n = {r['n']})")
-        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + " |")
-    comparisons = compare_scores(scores)
-    tested = comparisons[comparisons["reason"] == ""]
-    lines += ["", f"CFactorVAE (A) against each other model (B), two-sided Welch t-tests, Holm correction over the "
-                  f"{len(tested)} tests that could run (of {len(comparisons)}). Higher is better on every metric; the "
-                  "paper's claim that CFactorVAE stays as disentangled as FactorVAE predicts no significant "
-                  "difference from FactorVAE, which a small n cannot confirm on its own.", "",
-              "| Metric | A vs B | n (A vs B) | Mean A − B [95% CI] | Welch t (df) | p | Holm p | Hedges' g | P(A > B) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in comparisons.to_dict("records"):
-        head = f"| {SCORES[r['metric']]} | {r['a']} vs {r['b']} | {r['n_a']} vs {r['n_b']} |"
-        if r["reason"] and np.isnan(r["diff"]):
-            lines.append(f"{head} {r['reason']} | | | | | |")
-            continue
-        lines.append(f"{head} {r['diff']:+.3f} [{_num(r['lo'], 3)}, {_num(r['hi'], 3)}] | {_num(r['t'])} "
-                     f"({_num(r['df'], 1)}) | {_p(r['p'])} | {_p(r['p_holm'])} | {_num(r['g'])} | {_num(r['p_sup'])} |")
     return lines
 
 
@@ -1111,7 +540,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     # Everything the report will write is named and checked before the first byte of it is written.
     planned = []
     for name, recipe in reported:
-        section = _section(finals, name, recipe)
+        section = section_rows(finals, name, recipe)
         suffix = (f"-{name}" if len(datasets) > 1 else "") + (f"-{recipe}" if len(recipes) > 1 else "")
         curves = _curves(rows, section)
         stems = [f"figure3{suffix}", f"figure-loss{suffix}"]
@@ -1152,7 +581,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             loss = figure_loss(curves, scope, staging / stems[1])
             kl_dims = figure_kl_dims(curves, scope, staging / stems[2]) if len(stems) > 2 else []
             staged += fig3 + loss + kl_dims
-            mine = _finished_scores(scores, section)
+            mine = finished_scores(scores, section)
             heading = f"## Dataset: {name}, recipe: {recipe}" if named else f"## Dataset: {name}"
             lines += ["", heading, "", "### Table 1: reconstruction quality at the final epoch", ""]
             lines += _provenance(section)
@@ -1166,11 +595,11 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             if recipe == "author":
                 lines += ["", "### How the author recipe differs from the described one", ""]
                 lines += _author_recipe_markdown(curves, section)
-            planned = compare(finals, name, recipe)
-            lines += ["", "### Significance", ""] + _significance_markdown(planned)
+            claims = compare(finals, name, recipe)
+            lines += ["", "### Significance", ""] + significance_markdown(claims)
             ablated = ablations(finals, name, recipe)
             if len(ablated):
-                lines += ["", "### Ablations", ""] + _ablations_markdown(section, ablated, planned)
+                lines += ["", "### Ablations", ""] + ablations_markdown(section, ablated, claims)
             lines += [
                 "", "### Figures", "",
                 f"![Figure 3, {scope}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
@@ -1182,7 +611,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             if kl_dims:
                 lines += ["", f"![Per-dimension KL and active dimensions, {scope}]({kl_dims[0].name})"]
             if len(mine):
-                lines += ["", "### Disentanglement on ground-truth factors", ""] + _scores_markdown(mine)
+                lines += ["", "### Disentanglement on ground-truth factors", ""] + scores_markdown(mine)
         picture_lines, pictures = _pictures(roots[0], shown, staging, data_root)
         lines += picture_lines
         (staging / out.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
