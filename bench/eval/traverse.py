@@ -204,9 +204,10 @@ class LoadedRun:
 
 
 def _chosen_configs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it (bench.report.finals.final_epoch_table).
+    """The runs of one configuration per (dataset, model), chosen as Table 1 chooses it.
 
-    The configuration with the most finished runs wins, then the most runs, then the most epochs,
+    As in :func:`bench.report.finals.final_epoch_table` for one records folder, the configuration
+    with the most finished runs wins, then the most runs, then the most epochs,
     then the larger config key, so the figures show the runs the report's table averages.
     """
     keys = runs["config"].map(config_key)
