@@ -373,11 +373,13 @@ def queue_run(folder, repo, commit, queue_file):
 
 @queue_group.command(name="status")
 @click.option("--folder", default=None, type=click.Path(path_type=Path), help=QUEUE_FOLDER_HELP)
-def queue_status(folder):
-    """Per matrix runs and epochs done, the rate and time left, the queue's ETA, and whether it runs."""
+@click.option("--repo", default=Path("."), show_default=True, type=click.Path(path_type=Path),
+              help="the checkout whose results/records the runs land in: its finished runs not landed yet are listed")
+def queue_status(folder, repo):
+    """Per matrix runs and epochs done, the rate and time left, the queue's ETA, whether it runs, and what to land."""
     from bench.run.queue import status
 
-    click.echo(status(_queue_folder(folder)), nl=False)
+    click.echo(status(_queue_folder(folder), repo), nl=False)
 
 
 @queue_group.command(name="stop")

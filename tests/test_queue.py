@@ -204,6 +204,23 @@ def test_status_counts_a_half_done_queue(half_done):
     assert "4/7 epochs trained; ETA" in out
 
 
+def test_status_lists_the_finished_runs_not_landed_yet(half_done, tmp_path):
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    code, out, _ = bench_here("queue", "status", "--folder", half_done, "--repo", repo)
+    assert code == 0 and "Not landed yet" not in out  # not a checkout with results/records: not asked
+    (repo / "results" / "records").mkdir(parents=True)
+    code, out, _ = bench_here("queue", "status", "--folder", half_done, "--repo", repo)
+    records = repo / "results" / "records" / "two-vae"
+    # two-vae: seed 0 finished, seed 1 at epoch 1 of 3; one-vae not started: one run to land, with --partial.
+    assert code == 0 and out.endswith(f"Not landed yet:\n- two-vae: 1 of 1 finished runs not in {records}: "
+                                      "`bench queue land two-vae --partial`, then commit them\n")
+    code, _, _ = bench_here("queue", "land", "two-vae", records, "--folder", half_done, "--partial")
+    assert code == 0
+    code, out, _ = bench_here("queue", "status", "--folder", half_done, "--repo", repo)
+    assert code == 0 and "| two-vae | 1/2 | 4/6 |" in out and "Not landed yet" not in out
+
+
 @pytest.mark.fast
 def test_the_time_left_times_each_model_at_its_own_rate():
     # factorvae: 10 epochs in 200 s (180/h); vae: 10 epochs in 100 s (360/h), measured in another matrix

@@ -553,14 +553,26 @@ def _span(seconds: float) -> str:
     return f"{days}d{hours:02d}h" if days else f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def status_text(folder: Path, state: State, alive: dict | None) -> str:
-    """The queue's status in markdown: per matrix runs and epochs done, rate and time left; the queue's ETA."""
+def unlanded(folder: Path, matrix: MatrixState, landed: Path) -> int:
+    """How many of a matrix's finished (or diverged) runs have no record of their name under ``landed`` yet."""
+    there = {path.stem for path in run_files(landed)} if landed.is_dir() else set()
+    return sum(1 for run_id, path in records(folder, matrix).items()
+               if run_id not in there and read_meta(path).get("status") in DONE)
+
+
+def status_text(folder: Path, state: State, alive: dict | None, repo: Path | None = None) -> str:
+    """The queue's status in markdown: per matrix runs and epochs done, rate and time left; the queue's ETA.
+
+    With ``repo`` (a checkout with a ``results/records`` folder), also the finished runs not landed
+    there yet, and the command that lands them.
+    """
     worktree = worktree_dir(folder, state.commit)
     lines = [f"# Queue {folder}", "",
              (f"Running: {describe(alive)}" if alive is not None else "Not running")
              + f"; commit {state.commit[:12]} (code in {worktree}).", "",
              "| matrix | runs finished | epochs done | epochs/h | time left | state |",
              "|---|---|---|---|---|---|"]
+    to_land = []
     progresses = [progress(folder, m) for m in state.matrices]
     queue_wide: dict = {}
     for p in progresses:
@@ -587,6 +599,11 @@ def status_text(folder: Path, state: State, alive: dict | None) -> str:
         left += matrix_left
         lines.append(f"| {matrix.name} | {p.finished}/{p.runs} | {p.epochs_done}/{p.epochs} | "
                      f"{f'{p.rate:.1f}' if p.rate else '-'} | {_span(matrix_left) if matrix_left else '-'} | {what} |")
+        missing = unlanded(folder, matrix, landed_dir(repo, matrix.name)) if repo is not None else 0
+        if missing:
+            to_land.append(f"- {matrix.name}: {missing} of {p.finished} finished runs not in "
+                           f"{landed_dir(repo, matrix.name)}: `bench queue land {matrix.name}"
+                           f"{'' if p.complete else ' --partial'}`, then commit them")
     done, total = sum(p.epochs_done for p in progresses), sum(p.epochs for p in progresses)
     lines.append("")
     if done == total:
@@ -598,16 +615,23 @@ def status_text(folder: Path, state: State, alive: dict | None) -> str:
                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + left))} if it runs without a break"
                      + (" (a model without an epoch yet is timed at its matrix's rate, else the queue's)."
                         if assumed else "."))
+    if to_land:
+        lines += ["", "Not landed yet:", *to_land]
     return "\n".join(lines) + "\n"
 
 
-def status(folder: Path) -> str:
-    """The status of the queue in ``folder``, read from its state and records; starts and writes nothing."""
+def status(folder: Path, repo: Path | None = None) -> str:
+    """The status of the queue in ``folder``, read from its state and records; starts and writes nothing.
+
+    ``repo``: a checkout whose ``results/records`` the runs land in (:func:`status_text`); one
+    without that folder is not asked.
+    """
     folder = Path(folder).absolute()
     state = read_state(folder)
     if state is None:
         raise BenchError(f"no queue in {folder} (no {state_path(folder).name}); bench queue start makes one")
-    return status_text(folder, state, holder(folder))
+    asked = repo is not None and (Path(repo) / "results" / "records").is_dir()
+    return status_text(folder, state, holder(folder), Path(repo) if asked else None)
 
 
 def _save(folder: Path, state: State, me: dict | None) -> None:
