@@ -222,6 +222,18 @@ def test_status_lists_the_finished_runs_not_landed_yet(half_done, tmp_path):
 
 
 @pytest.mark.fast
+def test_the_queue_s_processes_yield_the_cpu_in_their_session_as_a_whole():
+    # A session of its own, as the queue's: this test's own session keeps its share.
+    script = ("import os, pathlib; print(os.nice(0)); p = pathlib.Path('/proc/self/autogroup'); "
+              "print(p.read_text().split()[-1] if p.exists() else '-')")
+    child = queue._in_worktree(REPO, ["-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    out, _ = child.communicate(timeout=60)
+    nice, autogroup = out.split()
+    assert child.returncode == 0 and int(nice) == min(os.nice(0) + queue.NICE, 19)
+    assert autogroup == (str(queue.NICE) if queue.AUTOGROUP.exists() else "-")
+
+
+@pytest.mark.fast
 def test_the_time_left_times_each_model_at_its_own_rate():
     # factorvae: 10 epochs in 200 s (180/h); vae: 10 epochs in 100 s (360/h), measured in another matrix
     own, elsewhere = {"factorvae": [10, 200.0]}, {"factorvae": [10, 200.0], "vae": [10, 100.0]}

@@ -90,6 +90,11 @@ PLAN_LINE = re.compile(r"(?:done|todo)\s+(\S+)\s+(\S+)\s+(\S+)\s+seed=(\d+)\s+ep
 CODE_ROOT = Path(__file__).resolve().parents[1]  # where the bench package that runs the queue lives
 PR_SET_PDEATHSIG = 1
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+NICE = 10
+# Linux's autogroup scheduling shares the CPU between sessions before it looks at a process's nice: the
+# queue's session of its own would take an equal share beside a terminal's tests. Its autogroup's nice,
+# set through this file (sched(7)), makes the session yield as a whole.
+AUTOGROUP = Path("/proc/self/autogroup")
 
 # Run in the worktree: the plan of each matrix given as a JSON list of `bench run` argument lists,
 # one process for all of them (importing torch takes seconds); a marker line precedes each plan.
@@ -282,9 +287,14 @@ def _env(worktree: Path | None = None) -> dict:
 
 
 def _as_child() -> None:
-    """In each process the queue starts, before it runs: niced, and on Linux killed when the queue dies, so
-    no ``bench run`` goes on training (and holding its runs' locks) after its queue was killed alone."""
-    os.nice(10)
+    """In each process the queue starts, before it runs: niced, its session's autogroup too where Linux has
+    one, and on Linux killed when the queue dies, so no ``bench run`` goes on training (and holding its
+    runs' locks) after its queue was killed alone."""
+    os.nice(NICE)
+    try:
+        AUTOGROUP.write_text(f"{NICE}\n")
+    except OSError:  # no autogroup scheduling (another OS, a kernel without it): the nice above is enough
+        pass
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
