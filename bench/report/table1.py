@@ -65,7 +65,7 @@ from bench.report.finals import (
     summarise,
 )
 from bench.report.scores import finished_scores, scores_markdown
-from bench.report.significance import ablations, ablations_markdown, compare, significance_markdown
+from bench.report.significance import ablations, ablations_markdown, compare, significance_markdown, variants
 from bench.writable import check_files, check_folders
 
 # What loss - recon holds per recipe: each objective's terms beside the reconstruction.
@@ -207,19 +207,41 @@ def _table1_markdown(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _per_seed_table(first: str, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    """A row per (label, finished runs) of each seed's final test recon error and their median."""
+    seeds = sorted({int(s) for _, runs in groups for s in runs["seed"]})
+    lines = [f"| {first} | " + " | ".join(f"Seed {s}" for s in seeds) + " | Median |", "|---" * (2 + len(seeds)) + "|"]
+    for label, runs in groups:
+        values = runs.set_index("seed")["test_recon"]
+        cells = [num(values[s]) if s in values.index else "—" for s in seeds]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {num(values.median())} |")
+    return lines
+
+
 def _per_seed_markdown(section: pd.DataFrame) -> list[str]:
     """Each finished seed's final test recon error: a mean ± SD over five seeds hides one seed far from the rest."""
     done = section[section["in_table"] & (section["status"] == "finished")]
     if done.empty:
         return []
-    seeds = sorted(int(s) for s in done["seed"].unique())
-    lines = ["", "Per seed: the final test recon error of each finished run averaged above, and the median over seeds.", "",
-             "| Model | " + " | ".join(f"Seed {s}" for s in seeds) + " | Median |", "|---" * (2 + len(seeds)) + "|"]
-    for model in [m for m in model_order(done["model"].unique()) if (done["model"] == m).any()]:
-        values = done[done["model"] == model].set_index("seed")["test_recon"]
-        cells = [num(values[s]) if s in values.index else "—" for s in seeds]
-        lines.append(f"| {LABELS.get(model, model)} | " + " | ".join(cells) + f" | {num(values.median())} |")
-    return lines
+    groups = [(LABELS.get(m, m), done[done["model"] == m]) for m in model_order(done["model"].unique())
+              if (done["model"] == m).any()]
+    return ["", "Per seed: the final test recon error of each finished run averaged above, and the median over seeds.",
+            "", *_per_seed_table("Model", groups)]
+
+
+def _ablation_seeds_markdown(section: pd.DataFrame) -> list[str]:
+    """Each ablation's finished seeds beside its model's table seeds: one seed initialises both alike."""
+    done = section[section["status"] == "finished"]
+    groups = []
+    for model, key, label in variants(section):
+        table = done[(done["model"] == model) & done["in_table"]]
+        if not groups or groups[-1][0] != model:
+            groups.append((model, table))
+        groups.append((label, done[done["config_key"] == key]))
+    if not groups:
+        return []
+    return ["", "Per seed, test recon error: each variant's finished runs under its model's table runs (a seed "
+                "gives both the same initial weights and batches).", "", *_per_seed_table("Configuration", groups)]
 
 
 def _against_paper_markdown(summary: pd.DataFrame, recipe: str) -> list[str]:
@@ -600,6 +622,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             ablated = ablations(finals, name, recipe)
             if len(ablated):
                 lines += ["", "### Ablations", ""] + ablations_markdown(section, ablated, claims)
+                lines += _ablation_seeds_markdown(section)
             lines += [
                 "", "### Figures", "",
                 f"![Figure 3, {scope}: test reconstruction error per epoch, mean ± 1 SD over seeds]({fig3[0].name})",
