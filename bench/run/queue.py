@@ -93,7 +93,7 @@ _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("lin
 NICE = 10
 # Linux's autogroup scheduling shares the CPU between sessions before it looks at a process's nice: the
 # queue's session of its own would take an equal share beside a terminal's tests. Its autogroup's nice,
-# set through this file (sched(7)), makes the session yield as a whole.
+# set through this file (sched(7)) in the queue's own session only, makes that session yield as a whole.
 AUTOGROUP = Path("/proc/self/autogroup")
 
 # Run in the worktree: the plan of each matrix given as a JSON list of `bench run` argument lists,
@@ -287,16 +287,20 @@ def _env(worktree: Path | None = None) -> dict:
 
 
 def _as_child() -> None:
-    """In each process the queue starts, before it runs: niced, its session's autogroup too where Linux has
-    one, and on Linux killed when the queue dies, so no ``bench run`` goes on training (and holding its
-    runs' locks) after its queue was killed alone."""
+    """In each process the queue starts, before it runs: niced, and on Linux killed when the queue dies, so
+    no ``bench run`` goes on training (and holding its runs' locks) after its queue was killed alone."""
     os.nice(NICE)
-    try:
-        AUTOGROUP.write_text(f"{NICE}\n")
-    except OSError:  # no autogroup scheduling (another OS, a kernel without it): the nice above is enough
-        pass
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _nice_session() -> None:
+    """In the detached queue, in its new session before it runs: that session's autogroup niced, where
+    Linux has one. Never in a session the queue did not make: the nice would outlive the queue there."""
+    try:
+        AUTOGROUP.write_text(f"{NICE}\n")
+    except OSError:  # no autogroup scheduling (another OS, a kernel without it): each process's nice is enough
+        pass
 
 
 def _in_worktree(worktree: Path, arguments: list[str], **options):
@@ -808,8 +812,9 @@ def start(folder: Path, repo: Path = Path("."), commit: str | None = None, matri
                "--repo", str(Path(repo).absolute()), "--commit", state.commit]
     with open(log, "a", encoding="utf-8") as handle:
         # A session of its own: the end of this shell does not end it, and stop signals its whole group.
+        # (Popen calls setsid before preexec_fn, so the autogroup niced is the new session's.)
         child = subprocess.Popen(command, cwd=CODE_ROOT, env=_env(), stdin=subprocess.DEVNULL, stdout=handle,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_nice_session)
     while child.poll() is None:
         held = holder(folder)
         if held is not None and held.get("pid") == child.pid:
