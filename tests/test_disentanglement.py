@@ -175,9 +175,12 @@ def test_bench_metrics_scores_runs_whose_scores_are_gone_and_gets_the_same_numbe
     pd.testing.assert_frame_equal(_scores(lost), before[lost])
     assert not metrics_path(gone).exists()
 
-    again = run_bench("metrics", "--runs", runs_root, "--data-root", scored / "no-data", "--again", cwd=tmp_path)
+    # --again scores anew a run scored before, here one as bench run scored it (one run: each costs seconds).
+    kept = records[2]
+    again = run_bench("metrics", "--runs", kept.parent, "--data-root", scored / "no-data", "--again", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "scored 3, already scored 0, without final weights 1" in again.stdout
+    assert "scored 1, already scored 0, without final weights 0" in again.stdout
+    assert metrics_path(kept).stat().st_mtime_ns > metrics_path(records[3]).stat().st_mtime_ns
     for record in (r for r in records if r != gone):
         pd.testing.assert_frame_equal(_scores(record), before[record])
 
