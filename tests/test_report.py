@@ -609,6 +609,21 @@ def test_a_second_folder_adds_ablations_compared_with_their_model_and_with_the_o
             "| cfactorvae gamma=0.0 | 110.00 | 111.00 | 112.00 | 111.00 |") in ablations
 
 
+def test_two_ablations_of_one_model_list_its_table_seeds_once(tmp_path):
+    main, gamma0, leaky = tmp_path / "main", tmp_path / "gamma0", tmp_path / "leaky"
+    for seed, value in enumerate((117.0, 118.0)):
+        _final_run(main, f"cf-{seed}", "cfactorvae", seed, value, gamma=6.4)
+        _final_run(gamma0, f"g0-{seed}", "cfactorvae", seed, value - 5, gamma=0.0)
+        _final_run(leaky, f"lk-{seed}", "cfactorvae", seed, value + 5, gamma=6.4, disc="author-leaky")
+    markdown = write_report([main, gamma0, leaky], tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+    seeds = markdown.split("| Configuration | Seed 0 | Seed 1 | Median |")[1].split("\n\n")[0]
+    assert seeds.strip().splitlines()[1:] == [
+        "| cfactorvae | 117.00 | 118.00 | 117.50 |",
+        "| cfactorvae disc=author-leaky | 122.00 | 123.00 | 122.50 |",
+        "| cfactorvae gamma=0.0 | 112.00 | 113.00 | 112.50 |",
+    ]
+
+
 def test_an_ablation_keeps_a_share_of_a_supported_lead_only():
     planned = dict(metric="test_recon", b="factorvae", diff=-2.0, p_holm=0.01, reason="")
     ablated = dict(a="cfactorvae gamma=0.0", metric="test_recon", b="factorvae", diff=-0.5, reason="")
