@@ -222,8 +222,10 @@ def test_status_lists_the_finished_runs_not_landed_yet(half_done, tmp_path):
     assert code == 0 and "| two-vae | 1/2 | 4/6 |" in out and "Not landed yet" not in out
 
 
+# A process's autogroup nice, or '-' where it has none: no such file, or an empty one (a process in the boot
+# session's default group, as under a CI runner that never called setsid, has the file but nothing in it).
 AUTOGROUP_SCRIPT = ("import os, pathlib; p = pathlib.Path('/proc/self/autogroup'); "
-                    "print(os.nice(0), p.read_text().split()[-1] if p.exists() else '-')")
+                    "print(os.nice(0), ((p.read_text().split() if p.exists() else []) or ['-'])[-1])")
 
 
 def _nice_and_autogroup(**options):
