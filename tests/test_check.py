@@ -91,6 +91,10 @@ def test_an_unchanged_tree_matches_the_golden_file(smoke, golden):
     result = check.compare_golden(*golden, *smoke)
     assert result.ok, check.mismatch_table(result.mismatches)
     assert result.config_changes == [] and result.largest_change[0] < 1e-12
+    # Some of the runs are compared with their own golden rows alone: the others' are not missing.
+    got, configs = smoke
+    seed0 = check.compare_golden(*golden, got[got["seed"] == 0], [c for c in configs if c.seed == 0])
+    assert seed0.ok and seed0.n_values == result.n_values // 2
 
 
 @needs_mnist
@@ -98,8 +102,9 @@ def test_an_unchanged_tree_matches_the_golden_file(smoke, golden):
 def test_a_one_percent_change_of_lr_c_max_or_d_lr_fails(golden, monkeypatch, model, key):
     before = getattr(config.RunConfig(model, "mnist", 0), key)
     monkeypatch.setitem(config.PROFILES, "smoke", {**config.PROFILES["smoke"], key: before * 1.01})
-    result = check.compare_golden(*golden, *check.train_smoke(DATA_ROOT, models=[model]))
+    result = check.compare_golden(*golden, *check.train_smoke(DATA_ROOT, models=[model], seeds=[0]))
     assert len(result.mismatches) > 0 and set(result.mismatches["model"]) == {model}
+    assert (result.mismatches["missing"] == "").all()
     assert result.config_changes == [f"{model} {key} {before} -> {before * 1.01}"] and not result.ok
 
 
@@ -228,12 +233,13 @@ def results_stamps():
 
 @needs_mnist
 def test_bench_check_passes_on_the_committed_golden_file_and_writes_nothing():
-    # On the generic kernels: this machine's own ones are checked in this process by
+    # On the generic kernels, for CFactorVAE, whose step runs every layer and loss term the other
+    # objectives have: every objective is checked on this machine's own kernels in this process by
     # test_an_unchanged_tree_matches_the_golden_file, and by `bench check` in .ci/run.
     before = results_stamps()
-    result = run_bench("check", env=ISAS["generic"])
+    result = run_bench("check", "--models", "cfactorvae", env=ISAS["generic"])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"values of {len(PRESETS) * 2} runs match results/baseline/smoke.parquet (float64" in result.stdout
+    assert "values of 2 runs match results/baseline/smoke.parquet (float64" in result.stdout
     assert results_stamps() == before
 
 
@@ -242,8 +248,10 @@ def test_bench_check_passes_on_the_committed_golden_file_and_writes_nothing():
 def test_a_one_percent_coefficient_change_fails(golden, monkeypatch, model, coefficient):
     before = getattr(PRESETS[model], coefficient)
     monkeypatch.setitem(PRESETS, model, dataclasses.replace(PRESETS[model], **{coefficient: before * 1.01}))
-    result = check.compare_golden(*golden, *check.train_smoke(DATA_ROOT, models=[model]))
-    assert len(result.mismatches) > 0 and set(result.mismatches["model"]) == {model}  # the numbers moved too
+    # One seed is enough to see the numbers move too.
+    result = check.compare_golden(*golden, *check.train_smoke(DATA_ROOT, models=[model], seeds=[0]))
+    assert len(result.mismatches) > 0 and set(result.mismatches["model"]) == {model}
+    assert (result.mismatches["missing"] == "").all()
     assert result.config_changes == [f"{model} {coefficient} {before} -> {before * 1.01}"] and not result.ok
 
 

@@ -125,19 +125,21 @@ def _pinned_torch():
         deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def smoke_configs(models=None) -> list[RunConfig]:
+def smoke_configs(models=None, seeds=SEEDS) -> list[RunConfig]:
     """The resolved float64 configs of the smoke matrix, in (model, seed) order.
 
     Parameters
     ----------
     models : iterable of str, optional
         Objectives to include; default every preset.
+    seeds : iterable of int
+        Seeds to include, of :data:`SEEDS`; default all of them.
 
     Returns
     -------
     list of RunConfig
     """
-    return [resolve(model, DATASET, seed, PROFILE, {"dtype": DTYPE}) for model in (models or PRESETS) for seed in SEEDS]
+    return [resolve(model, DATASET, seed, PROFILE, {"dtype": DTYPE}) for model in (models or PRESETS) for seed in seeds]
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -146,7 +148,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return table.to_pandas().sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunConfig]]:
+def train_smoke(data_root: Path, models=None, seeds=SEEDS) -> tuple[pd.DataFrame, list[RunConfig]]:
     """Train the smoke matrix in this process and return its rows.
 
     Parameters
@@ -155,6 +157,8 @@ def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunCon
         The datasets folder (see :func:`bench.data.datasets.resolve_root`).
     models : iterable of str, optional
         Objectives to train; default every preset.
+    seeds : iterable of int
+        Seeds to train, of :data:`SEEDS`; default all of them.
 
     Returns
     -------
@@ -166,7 +170,7 @@ def train_smoke(data_root: Path, models=None) -> tuple[pd.DataFrame, list[RunCon
     from bench.data import datasets as data
     from bench.train.trainer import train
 
-    configs = smoke_configs(models)
+    configs = smoke_configs(models, seeds)
     images = data.load(DATASET, Path(data_root), (configs[0].train_subset, configs[0].test_subset))
     rows: list[dict] = []
     with _pinned_torch():
@@ -326,7 +330,7 @@ def compare_golden(expected: pd.DataFrame, meta: dict, got: pd.DataFrame, config
     expected, meta : pandas.DataFrame, dict
         From :func:`read_golden`.
     got, configs : pandas.DataFrame, list of RunConfig
-        From :func:`train_smoke`; only the golden rows of these configs' models are compared.
+        From :func:`train_smoke`; only the golden rows of these configs' models and seeds are compared.
     current : dict, optional
         This environment; default :func:`environment`.
 
@@ -334,8 +338,8 @@ def compare_golden(expected: pd.DataFrame, meta: dict, got: pd.DataFrame, config
     -------
     ExactResult
     """
-    models = {c.model for c in configs}
-    expected = expected[expected["model"].isin(models)]
+    runs = pd.MultiIndex.from_tuples([(c.model, c.seed) for c in configs])
+    expected = expected[pd.MultiIndex.from_frame(expected[["model", "seed"]]).isin(runs)]
     return ExactResult(
         mismatches=compare_rows(expected, got, TOLERANCE),
         environment_changes=environment_changes(meta["environment"], current or environment()),
