@@ -145,6 +145,31 @@ def test_a_killed_queue_started_again_ends_with_the_same_bits(tmp_path, finished
     assert (folder / "two-vae" / "report" / "table1.md").exists()
 
 
+def test_a_stop_whose_handler_ran_inside_a_fork_still_stops_the_queue(tmp_path, finished, monkeypatch, capfd):
+    # A SIGTERM while Popen forks runs the queue's handler in logging's at-fork hook, which prints the
+    # handler's SystemExit and drops it ("Exception ignored in: <function _releaseLock>"): a queue
+    # that did not raise it again would go on and train its matrix to the end.
+    for key, value in TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    started, popen = [], subprocess.Popen
+
+    def forked_during_a_sigterm(command, *args, **options):
+        started.append(popen(command, *args, **options))
+        if "--checkpoint-every" in command:  # the matrix's bench run
+            with contextlib.suppress(SystemExit):  # what the at-fork hook does with it
+                queue._stopped(signal.SIGTERM, None)
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", forked_during_a_sigterm)
+    folder = tmp_path / "q"
+    with pytest.raises(SystemExit) as stopped:
+        queue.run(folder, finished.clone, finished.commit, matrices(tmp_path, ONE))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert "--checkpoint-every" in started[-1].args and started[-1].returncode == -signal.SIGTERM  # ended with it
+    assert not queue.progress(folder, queue.read_state(folder).matrix("one-vae")).complete
+    assert queue.holder(folder) is None and "stopped by signal 15" in capfd.readouterr().err
+
+
 def test_a_queue_started_anew_takes_back_the_landed_runs_and_checks_its_code_out_again(tmp_path, finished):
     repo = tmp_path / "repo"  # a new checkout, holding what was landed
     subprocess.run(["git", "clone", "-q", str(finished.clone), str(repo)], check=True)

@@ -305,8 +305,13 @@ def _nice_session() -> None:
 
 def _in_worktree(worktree: Path, arguments: list[str], **options):
     """``python ARGUMENTS`` with the worktree's code, niced, its output passed through unless ``options`` say otherwise."""
-    return subprocess.Popen([sys.executable, *arguments], cwd=worktree, env=_env(worktree), preexec_fn=_as_child,
-                            stdin=subprocess.DEVNULL, **options)
+    child = subprocess.Popen([sys.executable, *arguments], cwd=worktree, env=_env(worktree), preexec_fn=_as_child,
+                             stdin=subprocess.DEVNULL, **options)
+    if _stop_signal is not None:  # stopped while forking, its SystemExit dropped (see _stopped): the child goes too
+        child.terminate()
+        child.wait()
+        raise SystemExit(128 + _stop_signal)
+    return child
 
 
 def queue_options() -> tuple[tuple[str, str], ...]:
@@ -690,7 +695,12 @@ def _finish(folder: Path, worktree: Path, state: State, matrix: MatrixState, p: 
     start = time.monotonic()
     child = _in_worktree(worktree, ["-c", FINISH_SCRIPT, "cuda" if "cuda" in p.devices else "cpu", *report],
                          stdout=subprocess.PIPE, text=True)
-    out, _ = child.communicate()
+    try:
+        out, _ = child.communicate()
+    except BaseException:  # stopped: the report goes with the queue, the next start makes it again
+        child.terminate()
+        child.wait()
+        raise
     matrix.wall_seconds += time.monotonic() - start
     lines = out.splitlines()
     if child.returncode or not lines:
@@ -727,7 +737,15 @@ def _check_input(repo: Path, commit: str | None, matrices: list[Matrix] | None) 
         _check_matrices(matrices)
 
 
+# The signal that stopped the queue, once one has. A SIGTERM that lands while Popen forks runs its handler
+# in logging's at-fork hook, where Python prints the SystemExit and drops it; _in_worktree raises it
+# again once the fork is done, so that such a stop is not lost.
+_stop_signal: int | None = None
+
+
 def _stopped(signum, frame):
+    global _stop_signal
+    _stop_signal = signum
     say(f"stopped by signal {signum}; bench queue start resumes it")
     raise SystemExit(128 + signum)
 
@@ -753,9 +771,11 @@ def run(folder: Path, repo: Path = Path("."), commit: str | None = None, matrice
         others were), to be retried by the next start. SIGTERM ends it with 143, its ``bench run``
         with it.
     """
+    global _stop_signal
     _check_input(repo, commit, matrices)
     folder = open_folder(folder)
     lock = _lock(folder)
+    _stop_signal = None
     previous = signal.signal(signal.SIGTERM, _stopped)
     pid_file = folder / "queue.pid"
     state = None
@@ -792,6 +812,7 @@ def run(folder: Path, repo: Path = Path("."), commit: str | None = None, matrice
             except BenchError as exc:
                 say(f"status not written: {exc}")
         signal.signal(signal.SIGTERM, previous)
+        _stop_signal = None
         pid_file.unlink(missing_ok=True)
         lock.release()
 
