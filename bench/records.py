@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.config import ADDED_DEFAULTS
@@ -70,6 +71,7 @@ METRICS_SCHEMA = pa.schema(
         ("factorvae_n_train", pa.int64()),
         ("factorvae_n_eval", pa.int64()),
         ("factorvae_n_variance", pa.int64()),
+        ("dci_rounds", pa.int64()),
         ("representation", pa.string()),
         ("seconds", pa.float64()),
     ]
@@ -167,10 +169,13 @@ def read_metrics(root: Path) -> pd.DataFrame:
         if path.name.startswith("."):
             continue
         try:
-            frames.append(pq.read_table(path, schema=METRICS_SCHEMA).to_pandas())
+            table = pq.read_table(path, schema=METRICS_SCHEMA)
         except Exception as exc:
             raise RecordError(f"{path}: not a readable metrics file ({type(exc).__name__}); delete it, and "
                               f"bench metrics --runs {root} scores the run again") from None
+        # Files from before the column were all scored with sklearn's default of 100 rounds.
+        rounds = METRICS_SCHEMA.get_field_index("dci_rounds")
+        frames.append(table.set_column(rounds, "dci_rounds", pc.fill_null(table["dci_rounds"], 100)).to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else METRICS_SCHEMA.empty_table().to_pandas()
 
 

@@ -51,6 +51,7 @@ def test_a_finished_dsprites_run_records_its_scores_beside_its_epochs(scored):
         assert frame["value"].between(0, 1).all()
         assert (frame["n_train"] == METRIC_COUNTS["smoke"]["n_train"]).all()
         assert (frame["factorvae_n_eval"] == smoke.factorvae_n_eval).all()
+        assert (frame["dci_rounds"] == METRIC_COUNTS["smoke"]["dci_rounds"]).all()
         assert (frame["representation"] == "posterior mean").all()
     # The epoch records stay one schema: pandas reading the whole tree skips the _metrics folders.
     assert len(pd.read_parquet(scored / "runs")) == len(rows)
@@ -66,6 +67,7 @@ def test_the_report_shows_the_scores_with_their_tests(scored):
     # The counts are said next to the scores, and that they are not disentanglement_lib's.
     assert "the smoke profile's sample counts, fewer than disentanglement_lib's" in text
     assert "trained on those 500 and tested on 200 more" in text
+    assert "GradientBoostingClassifier per factor, 10 boosting rounds)" in text
     assert (scored / "report" / "figure-kl-dims.png").is_file()
     # Seed 0 of both models has its weights, so the report draws them and sets them side by side.
     assert "![dsprites-seed0-factorvae-vs-cfactorvae](figures/dsprites-seed0-factorvae-vs-cfactorvae.png)" in text
@@ -132,6 +134,14 @@ def test_records_of_the_earlier_four_scores_still_report(tmp_path):
     assert "the quick profile's sample counts, fewer than disentanglement_lib's (10,000 training" in text
     # Four metrics against four models, of which only FactorVAE has seeds: 4 tests of 16, not of 28.
     assert "Holm correction over the 4 tests that could run (of 16)" in text
+
+
+@pytest.mark.fast
+def test_metric_records_from_before_the_rounds_column_read_as_sklearns_100_rounds():
+    earlier = REPO / "results" / "records" / "dsprites-quick-cpu"
+    files = list(earlier.rglob("_metrics/*.parquet"))
+    assert files and all("dci_rounds" not in pq.read_schema(path).names for path in files)
+    assert read_metrics(earlier)["dci_rounds"].tolist() == [100] * 7 * len(files)
 
 
 @pytest.mark.fast

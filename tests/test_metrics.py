@@ -230,7 +230,7 @@ def test_sap_true_factors_beat_mixed_codes():
 def test_dci_true_factors():
     # Code k splits factor k's values apart exactly and no other code helps: every tree splits on
     # its own factor's code, importance is the identity, and every value is predicted right.
-    found = dci(*split(1500, 500, seed=1))
+    found = dci(*split(1500, 500, seed=1), rounds=20)
     assert found["disentanglement"] == pytest.approx(1.0, abs=DL_EPS)
     assert found["completeness"] == pytest.approx(1.0, abs=DL_EPS)
     assert found["informativeness_train"] == 1.0 and found["informativeness_test"] == 1.0
@@ -323,12 +323,30 @@ def test_permuting_codes_moves_the_dci_importances_with_them():
     # from one call to the next.
     x_train, f_train, x_test, f_test = split(800, 400, seed=28, represent=entangled)
     perm = np.array([4, 1, 5, 0, 2, 3])
-    before = importance_gbt(x_train, f_train, x_test, f_test)
-    after = importance_gbt(x_train[:, perm], f_train, x_test[:, perm], f_test)
+    before = importance_gbt(x_train, f_train, x_test, f_test, rounds=20)
+    after = importance_gbt(x_train[:, perm], f_train, x_test[:, perm], f_test, rounds=20)
     np.testing.assert_allclose(after[0], before[0][perm], rtol=0, atol=0.01)
     np.testing.assert_allclose(after[1:], before[1:], rtol=0, atol=0.01)
     for score in (disentanglement_from_importance, completeness_from_importance):
         assert score(after[0]) == pytest.approx(score(before[0]), abs=0.01)
+
+
+def test_fewer_dci_rounds_are_the_first_rounds_of_sklearns_boosting():
+    # sklearn adds one round of trees at a time, drawing from one random_state, so a fit of 5 rounds
+    # is the first 5 of a fit of 100: its accuracies are the 100-round model's staged predictions
+    # after round 5, and lower than after round 100 on codes where the trees have more to learn.
+    x_train, f_train, x_test, f_test = split(600, 300, seed=30, represent=entangled)
+    _, train, test = importance_gbt(x_train, f_train, x_test, f_test, rounds=5)
+    staged = {5: ([], []), 100: ([], [])}
+    for k in range(f_train.shape[1]):
+        model = GradientBoostingClassifier(random_state=0).fit(x_train, f_train[:, k])
+        for x, f, kept in ((x_train, f_train, 0), (x_test, f_test, 1)):
+            predictions = list(model.staged_predict(x))
+            for rounds, accuracy in staged.items():
+                accuracy[kept].append(np.mean(predictions[rounds - 1] == f[:, k]))
+    assert train == pytest.approx(np.mean(staged[5][0]), abs=1e-12)
+    assert test == pytest.approx(np.mean(staged[5][1]), abs=1e-12)
+    assert train < np.mean(staged[100][0]) - 0.05
 
 
 SCALES = np.array([0.6, 3.0, 17.0, 0.8, 250.0, 1.7, 9.5])
@@ -365,8 +383,8 @@ def test_dci_importances_invariant_to_increasing_maps():
     def warp(c):
         return np.column_stack([np.exp(c[:, 0] / 4), c[:, 1] ** 3, np.arctan(c[:, 2] / 8), 5 * c[:, 3:] - 2])
 
-    before = importance_gbt(x_train, f_train, x_test, f_test)
-    after = importance_gbt(warp(x_train), f_train, warp(x_test), f_test)
+    before = importance_gbt(x_train, f_train, x_test, f_test, rounds=20)
+    after = importance_gbt(warp(x_train), f_train, warp(x_test), f_test, rounds=20)
     np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-12)
     assert after[1] == before[1]
 
@@ -500,14 +518,16 @@ def test_factorvae_calls_represent_on_large_batches():
 # ---------------------------------------------------------------- evaluate
 
 
-SMALL = MetricCounts(n_train=1500, n_test=500, factorvae_n_train=300, factorvae_n_eval=200, factorvae_n_variance=500)
+SMALL = MetricCounts(n_train=1500, n_test=500, factorvae_n_train=300, factorvae_n_eval=200, factorvae_n_variance=500,
+                     dci_rounds=20)
 
 
 @pytest.mark.fast
 def test_metric_counts_defaults_are_disentanglement_libs():
     # unsupervised_study_v1 metric configs: mig/dci/sap num_train 10000, dci/sap num_test 5000,
     # 20 histogram bins, factor_vae_score batch 64, num_train 10000, num_eval 5000, variance 10000.
-    assert MetricCounts() == MetricCounts(10_000, 5_000, 20, 64, 10_000, 5_000, 10_000)
+    # DCI's GradientBoostingClassifier() keeps sklearn's 100 rounds.
+    assert MetricCounts() == MetricCounts(10_000, 5_000, 20, 64, 10_000, 5_000, 10_000, 100)
 
 
 def test_evaluate_wires_the_documented_samples():
@@ -517,6 +537,7 @@ def test_evaluate_wires_the_documented_samples():
                          "dci_informativeness_train", "dci_informativeness_test", "sap"]
     # One line before DCI, one per factor's trees.
     assert len(lines) == 1 + len(FEW) and all(line.startswith("DCI: factor") for line in lines[1:])
+    assert all(" values, 20 rounds), " in line for line in lines[1:])
     assert out == evaluate(true_factors, FEW, seed=5, counts=SMALL, n_jobs=2)
     # The documented draws: a training set, then a test set, then FactorVAE, from one generator;
     # the estimators seeded with the seed.
@@ -525,7 +546,7 @@ def test_evaluate_wires_the_documented_samples():
     test = rng.integers(0, FEW, size=(500, len(FEW)))
     assert out["mig"] == mig(true_factors(train), train)
     assert out["sap"] == sap(true_factors(train), train, true_factors(test), test, random_state=5)
-    found = dci(true_factors(train), train, true_factors(test), test, random_state=5)
+    found = dci(true_factors(train), train, true_factors(test), test, random_state=5, rounds=20)
     assert out == {**out, **{f"dci_{name}": value for name, value in found.items()}}
     assert out["factorvae_score"] == 1.0
 
@@ -555,6 +576,8 @@ def test_bad_input_raises_clear_errors():
         dci(codes, factors[:, :1], codes, factors[:, :1])
     with pytest.raises(ValueError, match="n_jobs"):
         importance_gbt(codes, factors, codes, factors, n_jobs=0)
+    with pytest.raises(ValueError, match="rounds must be"):
+        dci(codes, factors, codes, factors, rounds=0)
     with pytest.raises(ValueError, match="codes_test has 2"):
         sap(codes, factors, codes[:, :2], factors)
     with pytest.raises(ValueError, match="at least 2 code dimensions"):

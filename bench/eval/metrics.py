@@ -58,6 +58,9 @@ class MetricCounts:
         Votes that score it (5,000).
     factorvae_n_variance : int
         Samples for the global code variances (``num_variance_estimate``: 10,000).
+    dci_rounds : int
+        Boosting rounds of each factor's trees in DCI (sklearn's ``n_estimators``, whose default of
+        100 disentanglement_lib keeps).
     """
 
     n_train: int = 10_000
@@ -67,6 +70,7 @@ class MetricCounts:
     factorvae_n_train: int = 10_000
     factorvae_n_eval: int = 5_000
     factorvae_n_variance: int = 10_000
+    dci_rounds: int = 100
 
 
 # ---------------------------------------------------------------- input checks
@@ -199,16 +203,17 @@ def _split(codes_train, factors_train, codes_test, factors_test, metric: str):
     return x_train, f_train, x_test, f_test
 
 
-def _fit_gbt(k: int, x_train, y_train, x_test, y_test, random_state: int) -> tuple[int, np.ndarray, float, float]:
+def _fit_gbt(k: int, x_train, y_train, x_test, y_test, random_state: int,
+             rounds: int) -> tuple[int, np.ndarray, float, float]:
     """Factor k's boosted trees: k, the codes' importances, then the train and test accuracy."""
-    model = GradientBoostingClassifier(random_state=random_state).fit(x_train, y_train)
+    model = GradientBoostingClassifier(n_estimators=rounds, random_state=random_state).fit(x_train, y_train)
     return (k, np.abs(model.feature_importances_), float(np.mean(model.predict(x_train) == y_train)),
             float(np.mean(model.predict(x_test) == y_test)))
 
 
 def importance_gbt(
     codes_train, factors_train, codes_test, factors_test, random_state: int = 0, n_jobs: int = 1,
-    progress: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], None] = lambda line: None, rounds: int = 100,
 ) -> tuple[np.ndarray, float, float]:
     """Importance of each code for each factor, and the informativeness, from gradient-boosted trees.
 
@@ -221,8 +226,8 @@ def importance_gbt(
     so that the order in which the trees try the codes, which settles exact ties, is fixed too.
 
     The factors are fitted in ``n_jobs`` threads (sklearn builds its trees without the GIL). A factor
-    of n > 2 values costs 100 n trees (a binary one 100), nearly all of the scoring's time at
-    dSprites' sizes.
+    of n > 2 values costs ``rounds`` n trees (a binary one ``rounds``), nearly all of the scoring's
+    time at dSprites' sizes.
 
     Parameters
     ----------
@@ -236,6 +241,8 @@ def importance_gbt(
         Threads fitting factors at once.
     progress : callable
         Called with a line of text as each factor's fit ends.
+    rounds : int
+        Boosting rounds per factor (``n_estimators``); disentanglement_lib's are sklearn's default, 100.
 
     Returns
     -------
@@ -248,21 +255,23 @@ def importance_gbt(
     ------
     ValueError
         If an array is malformed, a codes/factors pair differs in length, the splits differ in d or
-        K, a factor is constant in training, or ``n_jobs`` < 1.
+        K, a factor is constant in training, or ``n_jobs`` or ``rounds`` < 1.
     """
     x_train, f_train, x_test, f_test = _split(codes_train, factors_train, codes_test, factors_test, "DCI")
     n_jobs = _positive_int(n_jobs, "n_jobs")
+    rounds = _positive_int(rounds, "rounds")
     n_factors = f_train.shape[1]
     start = time.perf_counter()
     # Unordered, so that each factor's line comes as its fit ends.
     fits = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")(
-        delayed(_fit_gbt)(k, x_train, f_train[:, k], x_test, f_test[:, k], random_state) for k in range(n_factors))
+        delayed(_fit_gbt)(k, x_train, f_train[:, k], x_test, f_test[:, k], random_state, rounds)
+        for k in range(n_factors))
     importance = np.zeros((x_train.shape[1], n_factors))
     train, test = np.zeros(n_factors), np.zeros(n_factors)
     for done, (k, column, train[k], test[k]) in enumerate(fits, start=1):
         importance[:, k] = column
-        progress(f"DCI: factor {k} fitted ({np.unique(f_train[:, k]).size} values), {done} of {n_factors} "
-                 f"factors in {time.perf_counter() - start:.0f} s")
+        progress(f"DCI: factor {k} fitted ({np.unique(f_train[:, k]).size} values, {rounds} rounds), {done} of "
+                 f"{n_factors} factors in {time.perf_counter() - start:.0f} s")
     return importance, float(train.mean()), float(test.mean())
 
 
@@ -346,7 +355,7 @@ def completeness_from_importance(importance) -> float:
 
 def dci(
     codes_train, factors_train, codes_test, factors_test, random_state: int = 0, n_jobs: int = 1,
-    progress: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], None] = lambda line: None, rounds: int = 100,
 ) -> dict[str, float]:
     """DCI disentanglement, completeness and informativeness, as disentanglement_lib's ``dci.compute_dci``.
 
@@ -370,7 +379,7 @@ def dci(
         raise ValueError(f"DCI needs at least 2 code dimensions and 2 factors (entropies of base d and K), "
                          f"got d = {d}, K = {k}")
     importance, train, test = importance_gbt(codes_train, factors_train, codes_test, factors_test,
-                                             random_state, n_jobs, progress)
+                                             random_state, n_jobs, progress, rounds)
     return {"disentanglement": disentanglement_from_importance(importance),
             "completeness": completeness_from_importance(importance),
             "informativeness_train": train, "informativeness_test": test}
@@ -577,6 +586,7 @@ def evaluate(
     rng = np.random.default_rng(seed)
     factors_train = _sample_factors(sizes, _positive_int(counts.n_train, "counts.n_train"), rng)
     factors_test = _sample_factors(sizes, _positive_int(counts.n_test, "counts.n_test"), rng)
+    rounds = _positive_int(counts.dci_rounds, "counts.dci_rounds")
     start = time.perf_counter()
     codes_train = _represent(represent, factors_train)
     codes_test = _represent(represent, factors_test, codes_train.shape[1])
@@ -595,7 +605,7 @@ def evaluate(
     progress(f"FactorVAE score and MIG in {time.perf_counter() - start:.0f} s; DCI's trees next, on "
              f"{len(codes_train):,} training codes")
     found = dci(codes_train, factors_train, codes_test, factors_test, random_state=seed, n_jobs=n_jobs,
-                progress=progress)
+                progress=progress, rounds=rounds)
     scores.update({f"dci_{name}": value for name, value in found.items()})
     scores["sap"] = sap(codes_train, factors_train, codes_test, factors_test, random_state=seed)
     return scores

@@ -84,14 +84,14 @@ def _counts_profile(r) -> str:
     which = (f"the {profile} profile's sample counts, fewer than" if profile
              else "sample counts of no profile, other than")
     return (f"{which} disentanglement_lib's ({dl.n_train:,} training and {dl.n_test:,} test samples, "
-            f"{dl.factorvae_n_train:,} and {dl.factorvae_n_eval:,} FactorVAE votes); the scores move with the "
-            "counts, so these do not compare with published ones")
+            f"{dl.factorvae_n_train:,} and {dl.factorvae_n_eval:,} FactorVAE votes, {dl.dci_rounds} boosting "
+            "rounds for DCI); the scores move with the counts, so these do not compare with published ones")
 
 
 def _counts_line(scores: pd.DataFrame) -> str:
     """How the scores were measured, from the metric records themselves."""
     columns = ["metric_seed", "n_train", "n_test", "mig_bins", "factorvae_batch_size", "factorvae_n_train",
-               "factorvae_n_eval", "factorvae_n_variance", "representation"]
+               "factorvae_n_eval", "factorvae_n_variance", "dci_rounds", "representation"]
     settings = scores[columns].drop_duplicates()
     runs = scores["run_id"].nunique()
     # Records written before DCI and SAP came from disentanglement_lib's estimators have no completeness.
@@ -107,9 +107,9 @@ def _counts_line(scores: pd.DataFrame) -> str:
                       f"classifiers) trained on them and tested on {r['n_test']:,} more, this harness's estimators "
                       "before disentanglement_lib's (`bench metrics --again` rescores runs that have their weights)")
     else:
-        estimators = (f"DCI (sklearn's GradientBoostingClassifier per factor) and SAP (LinearSVC(C=0.01) per code and "
-                      f"factor), as disentanglement_lib, trained on those {r['n_train']:,} and tested on "
-                      f"{r['n_test']:,} more")
+        estimators = (f"DCI (sklearn's GradientBoostingClassifier per factor, {r['dci_rounds']} boosting rounds) and SAP "
+                      f"(LinearSVC(C=0.01) per code and factor), as disentanglement_lib, trained on those "
+                      f"{r['n_train']:,} and tested on {r['n_test']:,} more")
     return (f"Representation: the encoder's {r['representation']}; metric seed {r['metric_seed']}; "
             f"{_counts_profile(r)}. MIG ({r['mig_bins']} equal-width bins) on {r['n_train']:,} uniform factor "
             f"samples; {estimators}; FactorVAE score from {r['factorvae_n_train']:,} training and "
