@@ -1,7 +1,7 @@
 """Session set-up for every test module.
 
 One resized-dataset cache per test session, so tests neither read nor fill the user's ~/.cache/bench;
-and the longest test files collected first (see LONG_FIRST).
+the cores shared out over pytest-xdist's workers; and the longest test files collected first (see LONG_FIRST).
 """
 
 import os
@@ -12,6 +12,13 @@ import tempfile
 def pytest_configure(config):
     config.bench_cache = tempfile.mkdtemp(prefix="bench-cache-")
     os.environ["BENCH_CACHE"] = config.bench_cache
+    # Each worker's torch would start one thread per core: two workers training in their own processes
+    # would then keep twice as many threads busy as there are cores, and take longer than with one each.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_unconfigure(config):
