@@ -138,7 +138,7 @@ CASES = [
     ("disk full during a publish", ["run"], None, "cannot write to",
      OwnProcess("a file-size limit binds the whole process it is set in", fill_disk_at(1_000_000), midway=True)),
     ("unreachable scheduler", ["run", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"], None,
-     "cannot reach a Dask scheduler", OwnProcess("a refused Dask client leaves its IO loop thread running")),
+     "cannot reach a Dask scheduler there (connection refused", None),
     ("dask without a scheduler", ["run", "--backend", "dask"], None, "--backend dask and --scheduler ADDRESS go together", None),
     ("unknown backend", ["run", "--backend", "spark"], None, "--backend spark", None),
     ("bad resources", ["run", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9", "--resources", "GPU"], None,

@@ -12,6 +12,9 @@ whole plan in the calling process instead of on the cluster.
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
 from bench.errors import BenchError
 
 CONNECT_TIMEOUT = "10s"
@@ -34,12 +37,30 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
     return resources
 
 
+def _refused(scheduler: str) -> bool:
+    """Whether a ``tcp://HOST:PORT`` address refuses connections: nothing listens there. Dask's client
+    would retry it for all of CONNECT_TIMEOUT; any other answer (or address) is left to the client."""
+    try:
+        parts = urlsplit(scheduler)
+        if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+            return False
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def connect(scheduler: str):
     """A client of the scheduler at ``scheduler``; BenchError in one line if it cannot be reached."""
     try:
         from distributed import Client
     except ImportError:
         raise BenchError("--backend dask needs the distributed package: pip install 'cfactorvae-bench[dask]'") from None
+    if _refused(scheduler):
+        raise BenchError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there (connection refused: "
+                         "nothing listens at that port; start the scheduler first)")
     try:
         return Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
