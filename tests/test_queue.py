@@ -247,6 +247,27 @@ def test_status_lists_the_finished_runs_not_landed_yet(half_done, tmp_path):
     assert code == 0 and "| two-vae | 1/2 | 4/6 |" in out and "Not landed yet" not in out
 
 
+def test_runs_taken_back_from_a_gpu_do_not_time_the_cpu_queue(half_done):
+    # two-vae's finished seed 0 as if trained on a GPU, 100 times as fast, and taken back from landed records;
+    # its seed 1, one epoch trained here on the CPU, is then the only epoch that times the CPU's three left.
+    runs = half_done / "two-vae" / "runs"
+    gpu = next(path for path in run_files(runs) if "seed-0" in str(path))
+    table = pq.read_table(gpu)
+    table = table.set_column(table.schema.get_field_index("seconds"), "seconds", pc.divide(table["seconds"], 100.0))
+    meta = {**read_meta(gpu), "device": "cuda"}
+    pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), gpu)
+    state = queue.read_state(half_done)
+    state.matrices[0].taken = [gpu.stem]
+    queue.write_state(half_done, state)
+    cpu = next(path for path in run_files(runs) if "seed-1" in str(path))
+    cpu_seconds, gpu_seconds = (float(pc.sum(pq.read_table(path)["seconds"]).as_py()) for path in (cpu, gpu))
+    code, out, _ = bench_here("queue", "status", "--folder", half_done)
+    assert code == 0
+    # epochs per hour: 1 train epoch in cpu_seconds here, 3 in gpu_seconds there, each device's apart
+    assert f"| two-vae | 1/2 | 4/6 | {3600 / cpu_seconds:.1f}, {3 * 3600 / gpu_seconds:.1f} (cuda) |" in out
+    assert f"4/7 epochs trained; ETA {queue._span(3 * cpu_seconds)} of training on cpu from now" in out
+
+
 # A process's autogroup nice, or '-' where it has none: no such file, or an empty one (a process in the boot
 # session's default group, as under a CI runner that never called setsid, has the file but nothing in it).
 AUTOGROUP_SCRIPT = ("import os, pathlib; p = pathlib.Path('/proc/self/autogroup'); "

@@ -489,18 +489,28 @@ class Progress:
     epochs: int = 0  # planned, over all runs
     epochs_done: int = 0  # a finished or diverged run counts in full
     left: dict = field(default_factory=dict)  # model -> epochs still to train
-    spent: dict = field(default_factory=dict)  # model -> [epochs recorded, their share of the wall time in seconds]
+    # (model, device) -> [epochs recorded, their share of the wall time in seconds]: a GPU's epochs
+    # take a fraction of a CPU's, so runs taken back from a GPU machine must not time a CPU queue.
+    spent: dict = field(default_factory=dict)
     started: bool = False
     devices: set = field(default_factory=set)
+    newest: tuple[str, str] | None = None  # (start time, device) of the newest run the queue trained itself
 
     @property
     def complete(self) -> bool:
         return self.finished == self.runs
 
-    @property
-    def rate(self) -> float | None:
-        """Epochs per hour of wall time (one run's epoch counts one), None before the first one is recorded."""
-        return rate_of(self.spent.values())
+    def on(self, device: str) -> dict:
+        """``spent`` of the epochs trained on ``device``, by model."""
+        return {model: spent for (model, where), spent in self.spent.items() if where == device}
+
+    def rates(self, device: str) -> str:
+        """Epochs per hour of wall time (one run's epoch counts one) on each device, ``device``'s first and
+        unnamed: "92.5", "92.5, 10891.7 (cuda)", "-" before the first epoch is recorded."""
+        devices = sorted({where for _, where in self.spent}, key=lambda where: (where != device, where))
+        shown = [f"{rate_of(self.on(where).values()):.1f}" + ("" if where == device else f" ({where})")
+                 for where in devices if rate_of(self.on(where).values())]
+        return ", ".join(shown) or "-"
 
 
 def rate_of(spent) -> float | None:
@@ -549,8 +559,11 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
             continue
         rows, meta = read_run(path)
         p.started = True
-        p.devices.add(meta.get("device"))
-        spent = p.spent.setdefault(run["model"], [0, 0.0])
+        device = meta.get("device") or "cpu"
+        p.devices.add(device)
+        if run["run_id"] not in matrix.taken:
+            p.newest = max(p.newest or ("", device), (meta.get("started") or "", device))
+        spent = p.spent.setdefault((run["model"], device), [0, 0.0])
         spent[0] += int((rows["split"] == "train").sum())
         spent[1] += float(rows["seconds"].sum())  # a stacked run's share of its stack's time (docs/records.md)
         if meta.get("status") in DONE:
@@ -593,9 +606,12 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
              "|---|---|---|---|---|---|"]
     to_land = []
     progresses = [progress(folder, m) for m in state.matrices]
+    # The queue is timed on the device of the newest run it trained itself (a queue that has trained
+    # nothing yet, as a CPU's): runs taken back were trained elsewhere, perhaps on a GPU.
+    device = max((p.newest for p in progresses if p.newest), default=("", "cpu"))[1]
     queue_wide: dict = {}
     for p in progresses:
-        for model, (epochs, seconds) in p.spent.items():
+        for model, (epochs, seconds) in p.on(device).items():
             queue_wide.setdefault(model, [0, 0.0])
             queue_wide[model][0] += epochs
             queue_wide[model][1] += seconds
@@ -611,13 +627,13 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
             what = "partly trained" if p.started else "waiting"
         if p.failed:
             what += f", {p.failed} failed"
-        matrix_left, guessed = seconds_left(p.left, p.spent, queue_wide)
+        matrix_left, guessed = seconds_left(p.left, p.on(device), queue_wide)
         unknown |= matrix_left is None
         assumed |= guessed
         matrix_left = matrix_left or 0.0
         left += matrix_left
         lines.append(f"| {matrix.name} | {p.finished}/{p.runs} | {p.epochs_done}/{p.epochs} | "
-                     f"{f'{p.rate:.1f}' if p.rate else '-'} | {_span(matrix_left) if matrix_left else '-'} | {what} |")
+                     f"{p.rates(device)} | {_span(matrix_left) if matrix_left else '-'} | {what} |")
         missing = unlanded(folder, matrix, landed_dir(repo, matrix.name)) if repo is not None else 0
         if missing:
             to_land.append(f"- {matrix.name}: {missing} of {p.finished} finished runs not in "
@@ -628,9 +644,9 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
     if done == total:
         lines.append(f"All {total} epochs of the queue are trained.")
     elif unknown:
-        lines.append(f"{done}/{total} epochs trained; the ETA comes with the first epoch recorded.")
+        lines.append(f"{done}/{total} epochs trained; the ETA comes with the first epoch recorded on {device}.")
     else:
-        lines.append(f"{done}/{total} epochs trained; ETA {_span(left)} of training from now, about "
+        lines.append(f"{done}/{total} epochs trained; ETA {_span(left)} of training on {device} from now, about "
                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + left))} if it runs without a break"
                      + (" (a model without an epoch yet is timed at its matrix's rate, else the queue's)."
                         if assumed else "."))
