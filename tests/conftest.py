@@ -29,9 +29,10 @@ def pytest_unconfigure(config):
 # (--dist loadfile --no-loadscope-reorder) hands files to workers in collection order, so these go
 # first; one of them started last would leave the other worker idle at the end.
 # The fast tier (-m fast) keeps this order: there test_bad_input.py and test_report.py are the longest.
-LONG_FIRST = ("test_resume.py", "test_disentanglement.py", "test_check.py", "test_stacked.py", "test_bad_input.py",
-              "test_metrics.py", "test_speed.py", "test_cli.py", "test_paper_matrix.py", "test_queue.py", "test_locks.py",
-              "test_report.py")
+# Ordered by their time in `python -m pytest --durations=0` of 2026-12-04 (BENCHMARKS.md, CI).
+LONG_FIRST = ("test_stacked.py", "test_check.py", "test_queue.py", "test_resume.py", "test_metrics.py",
+              "test_bad_input.py", "test_paper_matrix.py", "test_cli.py", "test_disentanglement.py", "test_speed.py",
+              "test_report.py", "test_cluster.py", "test_traverse.py", "test_locks.py")
 
 
 def pytest_collection_modifyitems(items):
