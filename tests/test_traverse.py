@@ -223,6 +223,24 @@ def test_figures_for_report_draw_seed_0_and_the_comparison(runs, tmp_path):
     assert figures_for_report(bare, tmp_path / "none", DATA_ROOT) == []
 
 
+@needs_mnist
+def test_figures_for_report_draw_each_model_from_the_first_folder_that_holds_it(runs, tmp_path):
+    # FactorVAE in one folder, CFactorVAE in another: both drawn, and compared across the folders.
+    factor = shutil.copytree(runs, tmp_path / "factor", ignore=shutil.ignore_patterns("cfactorvae"))
+    cfactor = shutil.copytree(runs, tmp_path / "cfactor", ignore=shutil.ignore_patterns("factorvae"))
+    paths = figures_for_report([factor, cfactor], tmp_path / "both", DATA_ROOT)
+    assert [p.name for p in paths] == [f"mnist-{model}-seed0-{kind}.png" for model in ("cfactorvae", "factorvae")
+                                       for kind in ("traversal", "reconstructions", "samples")] + [
+        "mnist-seed0-factorvae-vs-cfactorvae.png"]
+    # A model the first folder holds without weights is not drawn from a later folder that has them:
+    # the table's row is the first folder's run.
+    bare = shutil.copytree(factor, tmp_path / "bare", ignore=shutil.ignore_patterns("_weights"))
+    paths = figures_for_report([bare, runs], tmp_path / "one", DATA_ROOT)
+    assert [p.name for p in paths] == [f"mnist-cfactorvae-seed0-{kind}.png"
+                                       for kind in ("traversal", "reconstructions", "samples")]
+    assert figures_for_report([bare, runs], tmp_path / "none", DATA_ROOT, datasets=["dsprites"]) == []
+
+
 def one_line_error(code, stdout, stderr, expected):
     assert code == 2, stderr
     assert stdout == "" and len(stderr.splitlines()) == 1, stderr

@@ -17,6 +17,7 @@ pixels. The maths (:func:`traversal_values`, :func:`traversal_latents`, :func:`m
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,7 +374,7 @@ def _write(loaded: list[LoadedRun], out: Path, image_index: int, steps: int, log
     return written
 
 
-def figures_for_report(records_root: Path, out_dir: Path, data_root: Path) -> list[Path]:
+def figures_for_report(records_roots, out_dir: Path, data_root: Path, datasets=None) -> list[Path]:
     """The figures of seed 0 of every model with a finished run and weights, for the report.
 
     Renders with the defaults (test image 0, :data:`STEPS` steps), plus the FactorVAE /
@@ -381,19 +382,30 @@ def figures_for_report(records_root: Path, out_dir: Path, data_root: Path) -> li
 
     Parameters
     ----------
-    records_root : Path
-        A records folder.
+    records_roots : Path, or a sequence of them
+        Records folders. A model is drawn from the first folder that holds it, weights or not, as
+        the report's table takes its row from there.
     out_dir : Path
         Where the PNG files go; created if missing.
     data_root : Path
         The datasets folder.
+    datasets : collection of names, optional
+        Draw only these; None draws all.
 
     Returns
     -------
     list of Path
         The files written; empty when no seed-0 run has its weights (committed records often carry none).
     """
-    runs = select_runs(records_root, seeds=[0])
+    roots = [Path(records_roots)] if isinstance(records_roots, (str, os.PathLike)) else [Path(r) for r in records_roots]
+    runs, held = [], set()
+    for root in roots:
+        chosen = select_runs(root, seeds=[0], datasets=datasets)
+        _, recorded = read_tree(root)
+        here = set(zip(recorded["dataset"], recorded["model"])) - held
+        runs += [run for run in chosen if (run["dataset"], run["model"]) in here]
+        held |= here
     if not runs:
         return []
+    runs.sort(key=lambda run: (run["dataset"], run["model"], run["seed"]))
     return _write(_load(runs, Path(data_root), 0), Path(out_dir), 0, STEPS, lambda path: None)

@@ -468,9 +468,10 @@ def _has_pictures(runs: pd.DataFrame) -> bool:
     return bool(seed0["path"].map(lambda p: weights_path(Path(p)).is_file()).any())
 
 
-def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> tuple[list[str], list[Path]]:
+def _pictures(roots: tuple[Path, ...], runs: pd.DataFrame, folder: Path, data_root,
+              datasets: list[str]) -> tuple[list[str], list[Path]]:
     """Traversals, reconstructions and samples of seed 0 of each model whose final weights are there, in
-    ``folder``/figures.
+    ``folder``/figures; each model's from the first of ``roots`` that holds it, as its table row.
 
     Drawing needs torch and the test images, so it happens only when such weights exist; a dataset
     that cannot be loaded leaves a line saying why instead of stopping the report.
@@ -481,7 +482,7 @@ def _pictures(runs_root: Path, runs: pd.DataFrame, folder: Path, data_root) -> t
     from bench.eval.traverse import figures_for_report
 
     try:
-        paths = figures_for_report(runs_root, folder / "figures", resolve_root(data_root))
+        paths = figures_for_report(roots, folder / "figures", resolve_root(data_root), datasets)
     except BenchError as exc:
         return ["", "## Pictures (seed 0)", "", f"Not drawn: {exc}"], []
     lines = ["", "## Pictures (seed 0)", "",
@@ -511,8 +512,8 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     ----------
     runs_root : path-like, or a sequence of them
         The records folder, or several: each model's table configuration comes from the first
-        folder that holds the model, its other configurations are reported as ablations, and the
-        pictures come from the first folder.
+        folder that holds the model, its other configurations are reported as ablations, and its
+        pictures come from that folder too.
     out : path-like
         The markdown file to write (e.g. ``results/table1.md``). The CSV goes to the same
         path with a ``.csv`` suffix, the figures into the same folder.
@@ -573,7 +574,9 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
     outputs = [out, csv, *(folder / f"{stem}{ext}" for *_, stems in planned for stem in stems for ext in FIGURE_TYPES)]
     if len(set(outputs)) < len(outputs):
         raise BenchError(f"--out {out}: the report writes a figure of that name; choose another name")
-    shown = runs[runs["dataset"].isin(datasets) & (runs["source"] == 0)]
+    # The pictured runs: each model's from the first folder that holds it, as its table row.
+    first = runs.groupby(["dataset", "model"])["source"].transform("min")
+    shown = runs[runs["dataset"].isin(datasets) & (runs["source"] == first)]
     fix = "pass an --out in a writable folder"
     check_folders([folder, *([folder / "figures"] if _has_pictures(shown) else [])], fix)
     check_files(outputs, fix)
@@ -636,7 +639,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
                 lines += ["", f"![Per-dimension KL and active dimensions, {scope}]({kl_dims[0].name})"]
             if len(mine):
                 lines += ["", "### Disentanglement on ground-truth factors", ""] + scores_markdown(mine)
-        picture_lines, pictures = _pictures(roots[0], shown, staging, data_root)
+        picture_lines, pictures = _pictures(roots, shown, staging, data_root, datasets)
         lines += picture_lines
         (staging / out.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         summary.to_csv(staging / csv.name, index=False)
