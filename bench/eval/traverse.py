@@ -237,10 +237,19 @@ def select_runs(runs_root: Path, models=None, seeds=None, datasets=None) -> list
         one run per (dataset, model, seed), of the configuration :func:`_chosen_configs` picks.
         Empty when none matches.
     """
+    return _select(_runs_of(runs_root), models, seeds, datasets)
+
+
+def _runs_of(runs_root: Path) -> pd.DataFrame:
+    """The ``runs`` of :func:`bench.records.read_tree` for a records folder, BenchError if it is none."""
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
         raise BenchError(f"--runs {runs_root}: not a folder; pass the records folder bench run --out wrote")
-    _, runs = read_tree(runs_root)
+    return read_tree(runs_root)[1]
+
+
+def _select(runs: pd.DataFrame, models=None, seeds=None, datasets=None) -> list[dict]:
+    """:func:`select_runs` of the runs of a records folder already read."""
     runs = _chosen_configs(runs)
     runs = runs[(runs["status"] == "finished") & runs["path"].map(lambda p: weights_path(Path(p)).is_file())]
     if models is not None:
@@ -400,9 +409,9 @@ def figures_for_report(records_roots, out_dir: Path, data_root: Path, datasets=N
     roots = [Path(records_roots)] if isinstance(records_roots, (str, os.PathLike)) else [Path(r) for r in records_roots]
     runs, held = [], set()
     for root in roots:
-        chosen = select_runs(root, seeds=[0], datasets=datasets)
-        _, recorded = read_tree(root)
+        recorded = _runs_of(root)
         here = set(zip(recorded["dataset"], recorded["model"])) - held
+        chosen = _select(recorded, seeds=[0], datasets=datasets)
         runs += [run for run in chosen if (run["dataset"], run["model"]) in here]
         held |= here
     if not runs:

@@ -493,12 +493,16 @@ class Progress:
     # take a fraction of a CPU's, so runs taken back from a GPU machine must not time a CPU queue.
     spent: dict = field(default_factory=dict)
     started: bool = False
-    devices: set = field(default_factory=set)
     newest: tuple[str, str] | None = None  # (start time, device) of the newest run the queue trained itself
 
     @property
     def complete(self) -> bool:
         return self.finished == self.runs
+
+    @property
+    def devices(self) -> set:
+        """The devices its recorded runs trained on."""
+        return {where for _, where in self.spent}
 
     def on(self, device: str) -> dict:
         """``spent`` of the epochs trained on ``device``, by model."""
@@ -507,9 +511,9 @@ class Progress:
     def rates(self, device: str) -> str:
         """Epochs per hour of wall time (one run's epoch counts one) on each device, ``device``'s first and
         unnamed: "92.5", "92.5, 10891.7 (cuda)", "-" before the first epoch is recorded."""
-        devices = sorted({where for _, where in self.spent}, key=lambda where: (where != device, where))
-        shown = [f"{rate_of(self.on(where).values()):.1f}" + ("" if where == device else f" ({where})")
-                 for where in devices if rate_of(self.on(where).values())]
+        rates = {where: rate_of(self.on(where).values()) for where in self.devices}
+        shown = [f"{rate:.1f}" + ("" if where == device else f" ({where})")
+                 for where, rate in sorted(rates.items(), key=lambda item: (item[0] != device, item[0])) if rate]
         return ", ".join(shown) or "-"
 
 
@@ -560,7 +564,6 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
         rows, meta = read_run(path)
         p.started = True
         device = meta.get("device") or "cpu"
-        p.devices.add(device)
         if run["run_id"] not in matrix.taken:
             p.newest = max(p.newest or ("", device), (meta.get("started") or "", device))
         spent = p.spent.setdefault((run["model"], device), [0, 0.0])
