@@ -36,6 +36,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -489,7 +490,7 @@ class Progress:
     epochs: int = 0  # planned, over all runs
     epochs_done: int = 0  # a finished or diverged run counts in full
     left: dict = field(default_factory=dict)  # model -> epochs still to train
-    # (model, device) -> [epochs recorded, their share of the wall time in seconds]: a GPU's epochs
+    # (model, device) -> the seconds of each epoch recorded (a run's share of its stack's): a GPU's epochs
     # take a fraction of a CPU's, so runs taken back from a GPU machine must not time a CPU queue.
     spent: dict = field(default_factory=dict)
     started: bool = False
@@ -518,15 +519,20 @@ class Progress:
 
 
 def rate_of(spent) -> float | None:
-    """Epochs per hour of ``[epochs, seconds]`` pairs pooled, None without a second recorded."""
-    epochs, seconds = sum(e for e, _ in spent), sum(s for _, s in spent)
-    return epochs / seconds * 3600 if seconds > 0 else None
+    """Epochs per hour at the median epoch of the lists of epoch seconds in ``spent`` pooled; None without one.
+
+    The median, not the mean: an epoch during which the queue was stopped (SIGSTOP) or shared the
+    cores with other work records that time too, and a few such epochs would time every epoch left.
+    """
+    seconds = [s for epochs in spent for s in epochs]
+    median = statistics.median(seconds) if seconds else 0.0
+    return 3600 / median if median > 0 else None
 
 
 def seconds_left(left: dict, own: dict, queue_wide: dict) -> tuple[float | None, bool]:
     """The wall time a matrix's ``left`` epochs (model -> epochs) take, and whether a model was timed by another's rate.
 
-    Each model is timed at its rate in this matrix (``own``, model -> [epochs, seconds]), else at its rate in the
+    Each model is timed at its rate in this matrix (``own``, model -> epoch seconds), else at its rate in the
     queue's other matrices (``queue_wide``), else at this matrix's rate pooled over its models, else at the queue's:
     a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a matrix by the models done first.
     None when nothing of the queue has been timed yet.
@@ -566,9 +572,8 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
         device = meta.get("device") or "cpu"
         if run["run_id"] not in matrix.taken:
             p.newest = max(p.newest or ("", device), (meta.get("started") or "", device))
-        spent = p.spent.setdefault((run["model"], device), [0, 0.0])
-        spent[0] += int((rows["split"] == "train").sum())
-        spent[1] += float(rows["seconds"].sum())  # a stacked run's share of its stack's time (docs/records.md)
+        # An epoch's time is its train and test rows' (a stacked run's share of its stack's, docs/records.md).
+        p.spent.setdefault((run["model"], device), []).extend(rows.groupby("epoch")["seconds"].sum().tolist())
         if meta.get("status") in DONE:
             p.finished += 1
             done = run["epochs"]
@@ -614,10 +619,8 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
     device = max((p.newest for p in progresses if p.newest), default=("", "cpu"))[1]
     queue_wide: dict = {}
     for p in progresses:
-        for model, (epochs, seconds) in p.on(device).items():
-            queue_wide.setdefault(model, [0, 0.0])
-            queue_wide[model][0] += epochs
-            queue_wide[model][1] += seconds
+        for model, seconds in p.on(device).items():
+            queue_wide.setdefault(model, []).extend(seconds)
     left, unknown, assumed, current = 0.0, False, False, alive is not None
     for matrix, p in zip(state.matrices, progresses):
         if matrix.finished is not None:
