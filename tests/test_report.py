@@ -122,6 +122,15 @@ def test_markdown_has_every_model_and_the_headers(planted_report):
 
 
 @pytest.mark.fast
+def test_records_without_weights_say_why_no_picture_is_drawn(planted_report):
+    # The planted records have no _weights folder, as committed records mostly have not.
+    _, _, markdown = planted_report
+    section = markdown[markdown.index("## Pictures (seed 0)"):]
+    assert section.splitlines()[2].startswith("Not drawn: no finished seed-0 run here has its final weights")
+    assert "![" not in section
+
+
+@pytest.mark.fast
 def test_the_papers_test_columns_are_read_at_six_times_with_their_ratios():
     # The paper's train / test pairs, divided by hand: 125.75 / 21.13, 124.89 / 21.0, ...
     assert paper_ratios() == pytest.approx({
@@ -400,7 +409,8 @@ def test_described_records_read_as_before_recipes(planted_report):
     headings = [line for line in markdown.splitlines() if line.startswith("#")]
     assert headings == ["# Reconstruction quality: Table 1 and Figure 3 of the CFactorVAE paper", "## Dataset: mnist",
                         "### Table 1: reconstruction quality at the final epoch", "### Against the paper's Table 1",
-                        "### Significance", "#### Verdicts on the paper's claims", "### Figures"]
+                        "### Significance", "#### Verdicts on the paper's claims", "### Figures",
+                        "## Pictures (seed 0)"]
     assert "recipe" not in markdown
     assert summary.sections == (("mnist", "described"),)
     assert set(pd.read_csv(summary.csv)["recipe"]) == {"described"}
@@ -518,7 +528,8 @@ def test_an_author_only_tree_names_its_recipe_and_keeps_the_file_names(tmp_path)
             write(tmp_path / "runs", model, seed, draw(np.random.default_rng(seed), 100.0), config={"recipe": "author"})
     summary = write_report(tmp_path / "runs", tmp_path / "out" / "table1.md")
     markdown = summary.markdown.read_text(encoding="utf-8")
-    assert [line for line in markdown.splitlines() if line.startswith("## ")] == ["## Dataset: mnist, recipe: author"]
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == ["## Dataset: mnist, recipe: author",
+                                                                                  "## Pictures (seed 0)"]
     assert {p.name for p in summary.figures} == {"figure3.png", "figure3.svg", "figure-loss.png", "figure-loss.svg"}
     assert "No finished FactorVAE or CFactorVAE run of this recipe yet" in markdown
     assert "never averaged or tested together" not in markdown

@@ -473,11 +473,13 @@ def _pictures(roots: tuple[Path, ...], runs: pd.DataFrame, folder: Path, data_ro
     """Traversals, reconstructions and samples of seed 0 of each model whose final weights are there, in
     ``folder``/figures; each model's from the first of ``roots`` that holds it, as its table row.
 
-    Drawing needs torch and the test images, so it happens only when such weights exist; a dataset
-    that cannot be loaded leaves a line saying why instead of stopping the report.
+    Drawing needs torch and the test images, so it happens only when such weights exist; without them, or
+    when a dataset cannot be loaded, a line says why instead of stopping the report.
     """
     if not _has_pictures(runs):
-        return [], []
+        return ["", "## Pictures (seed 0)", "",
+                "Not drawn: no finished seed-0 run here has its final weights (`seed-0/_weights/<run id>.pt`; "
+                "committed records carry them only where a report draws from them: docs/records.md)."], []
     from bench.data.datasets import resolve_root
     from bench.eval.traverse import figures_for_report
 
