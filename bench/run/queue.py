@@ -510,7 +510,7 @@ class Progress:
         return {model: spent for (model, where), spent in self.spent.items() if where == device}
 
     def rates(self, device: str) -> str:
-        """Epochs per hour of wall time (one run's epoch counts one) on each device, ``device``'s first and
+        """Epochs per hour at the median epoch (one run's epoch counts one) on each device, ``device``'s first and
         unnamed: "92.5", "92.5, 10891.7 (cuda)", "-" before the first epoch is recorded."""
         rates = {where: rate_of(self.on(where).values()) for where in self.devices}
         shown = [f"{rate:.1f}" + ("" if where == device else f" ({where})")
