@@ -635,6 +635,36 @@ def test_two_ablations_of_one_model_list_its_table_seeds_once(tmp_path):
     ]
 
 
+def test_ablations_of_the_same_change_to_two_models_are_compared_with_each_other(tmp_path):
+    main, leaky_cf, leaky_f = tmp_path / "main", tmp_path / "leaky-cf", tmp_path / "leaky-f"
+    for seed in range(3):
+        _final_run(main, f"f-{seed}", "factorvae", seed, 120.0 + seed, gamma=6.4)
+        _final_run(main, f"cf-{seed}", "cfactorvae", seed, 117.0 + seed, gamma=6.4)
+        _final_run(leaky_cf, f"lcf-{seed}", "cfactorvae", seed, 124.0 + seed, gamma=6.4, disc="author-leaky")
+        _final_run(leaky_f, f"lf-{seed}", "factorvae", seed, 121.0 + seed, gamma=6.4, disc="author-leaky")
+    # Another change of FactorVAE is no twin of the leaky CFactorVAE.
+    for seed in range(3):
+        _final_run(tmp_path / "other", f"g-{seed}", "factorvae", seed, 119.0 + seed, gamma=0.0)
+    folders = [main, leaky_cf, leaky_f, tmp_path / "other"]
+    ablations = write_report(folders, tmp_path / "out" / "t.md").markdown.read_text(encoding="utf-8")
+    ablations = ablations.split("### Ablations")[1].split("### Figures")[0]
+    # By hand: 125 against 122, SD 1 in each group of 3: t = 3 / sqrt(2 / 3) = 3.674, Welch's df 4.
+    pair = "| Test recon error | cfactorvae disc=author-leaky vs factorvae disc=author-leaky | 3 vs 3 | +3.00 ["
+    assert pair in ablations and "| 3.67 (4.0) |" in ablations.split(pair)[1].splitlines()[0]
+    assert "vs factorvae gamma=0.0" not in ablations
+    # The family: the leaky CFactorVAE against its model, FactorVAE and its twin; each FactorVAE variant against
+    # FactorVAE: 3 + 1 + 1 comparisons x 2 metrics, each metric's alike, so Holm ranks pairs of equal p.
+    assert "Holm correction over the 10 tests of this family that could run (of 10)" in ablations
+    # Ranked: the diffs 7, 7, 4, 4, 3, 3, then four of 1; the pair's adjusted p is the largest of
+    # 10 p7, 9 p7, 8 p4, 7 p4, 6 p3: significant alone, not after Holm over the family.
+    p7, p4, p3 = (2 * stats.t.sf(diff / np.sqrt(2 / 3), 4) for diff in (7, 4, 3))
+    holm_pair = max(10 * p7, 8 * p4, 6 * p3)
+    assert p3 < 0.05 < holm_pair
+    assert ("- cfactorvae disc=author-leaky against factorvae disc=author-leaky, test recon error: no significant "
+            "difference at alpha = 0.05 (Holm") in ablations
+    assert f"(difference +3.00 nats, 95% CI [+0.73, +5.27], Holm p = {holm_pair:.4f})" in ablations
+
+
 def test_an_ablation_keeps_a_share_of_a_supported_lead_only():
     planned = dict(metric="test_recon", b="factorvae", diff=-2.0, p_holm=0.01, reason="")
     ablated = dict(a="cfactorvae gamma=0.0", metric="test_recon", b="factorvae", diff=-0.5, reason="")

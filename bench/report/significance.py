@@ -81,15 +81,23 @@ def compare(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) ->
 ABLATION_SAME = ("epochs", "train_subset", "test_subset")
 
 
+def _changes(section: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """:func:`variants` with each one's change from its model's table configuration, ``"gamma=0.0"``."""
+    found = []
+    for model, key, _, _, other, changed in outside_table(section):
+        if changed and not set(changed) & set(ABLATION_SAME):
+            change = " ".join(f"{k}={other.get(k)}" for k in changed)
+            found.append((model, key, f"{model} {change}", change))
+    return found
+
+
 def variants(section: pd.DataFrame) -> list[tuple[str, str, str]]:
     """The ablations of one section: (model, config_key, label) of each configuration outside the table.
 
     Only configurations that share :data:`ABLATION_SAME` with their model's table runs count; the
     label names what differs, e.g. ``cfactorvae gamma=0.0``.
     """
-    return [(model, key, f"{model} " + " ".join(f"{k}={other.get(k)}" for k in changed))
-            for model, key, _, _, other, changed in outside_table(section)
-            if changed and not set(changed) & set(ABLATION_SAME)]
+    return [(model, key, label) for model, key, label, _ in _changes(section)]
 
 
 def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) -> pd.DataFrame:
@@ -97,8 +105,10 @@ def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) 
 
     A variant of model M is compared with M's table configuration and, when M is CFactorVAE, with
     each other model of the section as well, as :func:`compare` compares CFactorVAE itself: what
-    the variant keeps of CFactorVAE's differences. Two-sided Welch t-tests on the planned metrics;
-    Holm's correction runs over this family alone, apart from the planned one.
+    the variant keeps of CFactorVAE's differences; and with each other model's variant of the same
+    change (``disc=author-leaky`` of both FactorVAE and CFactorVAE): how the two compare under it.
+    Two-sided Welch t-tests on the planned metrics; Holm's correction runs over this family alone,
+    apart from the planned one.
 
     Returns
     -------
@@ -108,10 +118,16 @@ def ablations(finals: pd.DataFrame, dataset: str, recipe: str = DEFAULT_RECIPE) 
     section = section_rows(finals, dataset, recipe)
     present = [m for m in model_order(section["model"].unique()) if section.loc[section["model"] == m, "in_table"].any()]
     rows = []
-    for model, key, label in variants(section):
+    changes = _changes(section)
+    for model, key, label, change in changes:
         against = [model] + ([m for m in present if m != model] if model == CHALLENGER else [])
         rows += [welch_row(metric, label, config_values(section, key, metric), other, table_values(section, other, metric))
                  for metric in PLANNED_METRICS for other in against]
+        if model == CHALLENGER:
+            twins = [(twin, twin_label) for other, twin, twin_label, same in changes if other != model and same == change]
+            rows += [welch_row(metric, label, config_values(section, key, metric), twin_label,
+                               config_values(section, twin, metric))
+                     for metric in PLANNED_METRICS for twin, twin_label in twins]
     table = pd.DataFrame(rows)
     if len(table):
         table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
@@ -216,7 +232,8 @@ def ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame, planned
     lines = [
         "Each configuration of a model outside the table that trains as long on the same data is an ablation: it "
         "is compared with the table's runs of its model and, for a variant of CFactorVAE, with each other model, "
-        "as the planned comparisons compare CFactorVAE. Two-sided Welch t-tests, Holm correction over the "
+        "as the planned comparisons compare CFactorVAE, and with another model's ablation of the same change. "
+        "Two-sided Welch t-tests, Holm correction over the "
         f"{len(tested)} tests of this family that could run (of {len(comparisons)}), apart from the planned family.",
         "",
         "| Variant | " + " | ".join(HEADERS[key] for key in PLANNED_METRICS) + " |",
