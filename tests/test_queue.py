@@ -324,6 +324,21 @@ def test_an_epoch_paused_for_hours_does_not_time_the_epochs_left():
     assert queue.rate_of([]) is None and queue.rate_of([[]]) is None
 
 
+@pytest.mark.fast
+def test_a_model_with_few_epochs_here_is_timed_by_the_queues_epochs_of_it():
+    # Two epochs here, one of them slow: their median, 120 s, would time 48 epochs left at 96 min; the queue's
+    # ten 30 s epochs of the model time them instead: 48 x 30 s = 1440 s.
+    elsewhere = {"cfactorvae": [30.0] * 10}
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0]}, elsewhere) == (
+        pytest.approx(1440.0), False)
+    # from the third epoch here on, this matrix's median (46 s) does: 48 x 46 s = 2208 s
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 46.0, 46.0]}, elsewhere) == (
+        pytest.approx(2208.0), False)
+    # the model timed nowhere else: its two epochs here, median 120 s, still beat another model's rate
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0], "vae": [10.0] * 10}, {}) == (
+        pytest.approx(5760.0), False)
+
+
 def test_land_copies_finished_runs_only(half_done, finished, tmp_path):
     dest = tmp_path / "records"
     code, _, err = bench_here("queue", "land", "two-vae", dest, "--folder", half_done)

@@ -534,11 +534,15 @@ def rate_of(spent) -> float | None:
     return 3600 / median if median > 0 else None
 
 
+TIMED_EPOCHS = 3  # epochs of a model in a matrix before its own median times the rest of that matrix
+
+
 def seconds_left(left: dict, own: dict, queue_wide: dict) -> tuple[float | None, bool]:
     """The wall time a matrix's ``left`` epochs (model -> epochs) take, and whether a model was timed by another's rate.
 
-    Each model is timed at its rate in this matrix (``own``, model -> epoch seconds), else at its rate in the
-    queue's other matrices (``queue_wide``), else at this matrix's rate pooled over its models, else at the queue's:
+    Each model is timed at its rate in this matrix (``own``, model -> epoch seconds) once it has
+    :data:`TIMED_EPOCHS` there, else at its rate in the queue's other matrices (``queue_wide``), else at the few
+    epochs it has here, else at this matrix's rate pooled over its models, else at the queue's:
     a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a matrix by the models done first.
     None when nothing of the queue has been timed yet.
     """
@@ -546,8 +550,11 @@ def seconds_left(left: dict, own: dict, queue_wide: dict) -> tuple[float | None,
     for model, epochs in left.items():
         if not epochs:
             continue
-        rate = rate_of([own[model]]) if model in own else None
-        rate = rate or (rate_of([queue_wide[model]]) if model in queue_wide else None)
+        timed = [spent[model] for spent in (own, queue_wide) if model in spent and spent[model]]
+        # A model's first epochs here are too few for a median to see past one slow epoch (a CFactorVAE run's
+        # first took 4 times its second on 2026-12-04): until it has TIMED_EPOCHS, the queue's epochs of it time it.
+        timed.sort(key=lambda seconds: len(seconds) < TIMED_EPOCHS)
+        rate = rate_of(timed[:1]) if timed else None
         if rate is None:
             assumed, rate = True, rate_of(own.values()) or rate_of(queue_wide.values())
         if rate is None:
