@@ -120,6 +120,7 @@ META_FIELDS: dict[str, tuple[tuple[type, ...], int | None]] = {
     "resumed_at_epochs": ((list,), None),
     "renamed_from": ((dict,), None),  # the model and run id of a run relabelled when its objective was renamed
     "cpu": ((str,), None),  # the CPU's model name; records written before it was kept lack it
+    "cpu_capability": ((str,), None),  # the kernels torch dispatched to (AVX512, AVX2, DEFAULT); likewise
 }
 STATUSES = ("running", "finished", "diverged", "failed")
 VERSION_KEYS = ("python", "torch", "torchvision")
@@ -413,6 +414,7 @@ def read_tree(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "torch": meta["versions"]["torch"],
                 "threads": meta["threads"],
                 "cpu": meta.get("cpu"),
+                "cpu_capability": meta.get("cpu_capability"),
                 "path": str(path),
                 "config": config,
             }

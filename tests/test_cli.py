@@ -4,6 +4,7 @@ Input errors are found before anything is trained, so they are tried in this pro
 tests/test_bad_input.py tries them again against a records folder that a killed run left, with nothing lost.
 """
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +65,13 @@ def test_run_records_metadata(smoke_runs):
     assert isinstance(meta["cpu"], str) and meta["cpu"] and runs["cpu"][0] == meta["cpu"]
     if names:
         assert meta["cpu"] == names[0]
+    # torch's kernels: ATEN_CPU_CAPABILITY where it is set, else the best this CPU's flags allow
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    best = ("AVX512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags else
+            "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT")
+    assert meta["cpu_capability"] == os.environ.get("ATEN_CPU_CAPABILITY", best).upper()
+    assert runs["cpu_capability"][0] == meta["cpu_capability"]
 
 
 def test_second_call_trains_nothing(smoke_runs):

@@ -185,20 +185,24 @@ def test_the_per_seed_table_shows_a_seed_far_from_the_rest(tmp_path):
 
 
 @pytest.mark.fast
-def test_trained_on_names_the_cpu_where_the_record_has_it(tmp_path):
+def test_trained_on_names_the_cpu_and_its_kernels_where_the_record_has_them(tmp_path):
     finals = {"train_loss": 130.0, "train_recon": 129.0, "test_loss": 126.0, "test_recon": 125.0}
     for seed in range(2):
         write(tmp_path / "runs", "cvae", seed, finals)
-    config = {"model": "factorvae", "dataset": "mnist", "seed": 0, "epochs": EPOCHS, "train_subset": 256, "test_subset": 0}
-    rows = [dict(run_id="fvae-0", model="factorvae", dataset="mnist", seed=0, epoch=epoch, split=split, step=epoch,
-                 loss=130.0, recon=129.0, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5, n_images=256,
-                 seconds=1.0) for epoch in range(1, EPOCHS + 1) for split in ("train", "test")]
-    write_run(run_path(tmp_path / "runs", "mnist", "factorvae", 0, "fvae-0"), rows,
-              record_meta("fvae-0", config, cpu="AMD EPYC 7B13", threads=2))
+    for model, machine in {"factorvae": {"cpu": "AMD EPYC 7B13"},
+                           "cfactorvae": {"cpu": "AMD EPYC 7B13", "cpu_capability": "AVX2"}}.items():
+        config = {"model": model, "dataset": "mnist", "seed": 0, "epochs": EPOCHS, "train_subset": 256,
+                  "test_subset": 0}
+        rows = [dict(run_id=f"{model}-0", model=model, dataset="mnist", seed=0, epoch=epoch, split=split, step=epoch,
+                     loss=130.0, recon=129.0, kl=1.0, tc=0.0, capacity=0.0, capacity_gap=0.0, disc_acc=0.5,
+                     n_images=256, seconds=1.0) for epoch in range(1, EPOCHS + 1) for split in ("train", "test")]
+        write_run(run_path(tmp_path / "runs", "mnist", model, 0, f"{model}-0"), rows,
+                  record_meta(f"{model}-0", config, threads=2, **machine))
     write_report(tmp_path / "runs", tmp_path / "out" / "table1.md")
     markdown = (tmp_path / "out" / "table1.md").read_text(encoding="utf-8")
     assert ("- Trained on: differs between models: cvae cpu, torch 2.14.1, 1 thread(s); "
-            "factorvae cpu (AMD EPYC 7B13), torch 2.14.1, 2 thread(s)") in markdown
+            "factorvae cpu (AMD EPYC 7B13), torch 2.14.1, 2 thread(s); "
+            "cfactorvae cpu (AMD EPYC 7B13, AVX2), torch 2.14.1, 2 thread(s)") in markdown
 
 
 @pytest.mark.fast

@@ -154,10 +154,11 @@ def summarise(finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def machine(run: dict) -> str:
-    """Device (with the CPU's model where the record has it), torch version and threads of one run."""
+    """Device (with the CPU's model and torch's kernels where the record has them), torch version and threads of one run."""
     on_cpu = run.get("device") == "cpu"
     threads = f", {run['threads']} thread(s)" if on_cpu and run.get("threads") else ""
-    cpu = f" ({run['cpu']})" if on_cpu and isinstance(run.get("cpu"), str) else ""
+    known = [run.get(key) for key in ("cpu", "cpu_capability") if isinstance(run.get(key), str)] if on_cpu else []
+    cpu = f" ({', '.join(known)})" if known else ""
     return f"{run['device']}{cpu}, torch {run.get('torch') or '?'}{threads}"
 
 

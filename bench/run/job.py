@@ -299,6 +299,8 @@ class StackJob:
                          "torchvision": importlib.metadata.version("torchvision")},
             "platform": platform.platform(),
             "cpu": cpu_name(),  # the same commit and seed give other bits on another CPU model
+            # ... or under other kernels: one model name covers AVX2 and AVX512 machines, ATEN_CPU_CAPABILITY moves it
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "host": socket.gethostname(),
             "pid": os.getpid(),  # with the host, which process trained the run (a cluster's worker, say)
             "device": self.placement.device,
