@@ -15,6 +15,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -303,13 +304,13 @@ def test_the_time_left_times_each_model_at_its_own_rate():
     # factorvae: 10 epochs of 20 s (180/h); vae: 10 epochs of 10 s (360/h), measured in another matrix
     own, elsewhere = {"factorvae": [20.0] * 10}, {"factorvae": [20.0] * 10, "vae": [10.0] * 10}
     # 20 factorvae epochs at 180/h = 400 s, 30 vae epochs at 360/h = 300 s
-    assert queue.seconds_left({"factorvae": 20, "vae": 30}, own, elsewhere) == (pytest.approx(700.0), False)
+    assert queue.seconds_left({"factorvae": 20, "vae": 30}, own, [elsewhere]) == (pytest.approx(700.0), False)
     # cfactorvae untimed anywhere: at this matrix's pooled rate, 180/h, 5 epochs = 100 s, and said so
-    assert queue.seconds_left({"cfactorvae": 5}, own, elsewhere) == (pytest.approx(100.0), True)
+    assert queue.seconds_left({"cfactorvae": 5}, own, [elsewhere]) == (pytest.approx(100.0), True)
     # a matrix not started: the queue's pooled rate, median of ten 20 s and ten 10 s epochs 15 s, 240/h: 4 epochs = 60 s
-    assert queue.seconds_left({"cvae": 4}, {}, elsewhere) == (pytest.approx(60.0), True)
-    assert queue.seconds_left({"cvae": 4}, {}, {}) == (None, True)
-    assert queue.seconds_left({"cvae": 0}, {}, {}) == (0.0, False)
+    assert queue.seconds_left({"cvae": 4}, {}, [elsewhere]) == (pytest.approx(60.0), True)
+    assert queue.seconds_left({"cvae": 4}, {}, [{}]) == (None, True)
+    assert queue.seconds_left({"cvae": 0}, {}, [{}]) == (0.0, False)
 
 
 @pytest.mark.fast
@@ -318,7 +319,7 @@ def test_an_epoch_paused_for_hours_does_not_time_the_epochs_left():
     # would give 5.6); 10 epochs left take 500 s.
     seconds = [50.0, 50.0, 3650.0, 50.0, 50.0, 50.0]
     assert queue.rate_of([seconds]) == pytest.approx(72.0)
-    assert queue.seconds_left({"factorvae": 10}, {"factorvae": seconds}, {}) == (pytest.approx(500.0), False)
+    assert queue.seconds_left({"factorvae": 10}, {"factorvae": seconds}, [{}]) == (pytest.approx(500.0), False)
     # pooled over lists, an even count: the median of 10, 20, 30, 40 s is 25 s, 144/h
     assert queue.rate_of([[10.0, 40.0], [30.0, 20.0]]) == pytest.approx(144.0)
     assert queue.rate_of([]) is None and queue.rate_of([[]]) is None
@@ -329,15 +330,83 @@ def test_a_model_with_few_epochs_here_is_timed_by_the_queues_epochs_of_it():
     # Two epochs here, one of them slow: their median, 120 s, would time 48 epochs left at 96 min; the queue's
     # ten 30 s epochs of the model time them instead: 48 x 30 s = 1440 s.
     elsewhere = {"cfactorvae": [30.0] * 10}
-    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0]}, elsewhere) == (
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0]}, [elsewhere]) == (
         pytest.approx(1440.0), False)
     # from the third epoch here on, this matrix's median (46 s) does: 48 x 46 s = 2208 s
-    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 46.0, 46.0]}, elsewhere) == (
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 46.0, 46.0]}, [elsewhere]) == (
         pytest.approx(2208.0), False)
     # the model timed nowhere else: its two epochs here, median 120 s, still beat another model's rate
-    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0], "vae": [10.0] * 10}, {}) == (
+    assert queue.seconds_left({"cfactorvae": 48}, {"cfactorvae": [195.0, 45.0], "vae": [10.0] * 10}, [{}]) == (
         pytest.approx(5760.0), False)
 
+
+
+@pytest.mark.fast
+def test_a_model_is_timed_by_the_most_alike_matrices_that_trained_it():
+    # factorvae: 10 epochs of 30 s in matrices as alike as can be, 10 of 60 s in ones of the same recipe, 10 of
+    # 90 s in the queue's others (the whole queue's list holds all 30, median 60 s).
+    alike, recipe = {"factorvae": [30.0] * 10}, {"factorvae": [60.0] * 10}
+    queue_wide = {"factorvae": [30.0] * 10 + [60.0] * 10 + [90.0] * 10, "vae": [10.0] * 10}
+    # 20 epochs at 30 s = 600 s; without the most alike, at 60 s = 1200 s; with the queue's only, also its median 60 s
+    assert queue.seconds_left({"factorvae": 20}, {}, [alike, recipe, queue_wide]) == (pytest.approx(600.0), False)
+    assert queue.seconds_left({"factorvae": 20}, {}, [{}, recipe, queue_wide]) == (pytest.approx(1200.0), False)
+    assert queue.seconds_left({"factorvae": 20}, {}, [{}, {}, {"factorvae": [90.0] * 3}]) == (
+        pytest.approx(1800.0), False)
+    # three epochs of its own (40 s) outvote every other matrix: 20 x 40 s = 800 s
+    assert queue.seconds_left({"factorvae": 20}, {"factorvae": [40.0] * 3}, [alike, recipe, queue_wide]) == (
+        pytest.approx(800.0), False)
+    # a model nowhere in the queue: the queue's epochs pooled time it, ten each of 10, 30, 60 and 90 s: the median is
+    # halfway between the 20th and 21st, (30 + 60) / 2 = 45 s, so 20 epochs take 900 s, and it says so
+    assert queue.seconds_left({"cvae": 20}, {}, [alike, recipe, queue_wide]) == (pytest.approx(900.0), True)
+
+
+@pytest.mark.fast
+def test_likeness_keeps_what_sets_an_epochs_work():
+    author = ["--models", "cvae,factorvae", "--recipe", "author", "--seeds", "5", "--profile", "paper"]
+    leaky = ["--models", "factorvae", "--recipe=author", "--seeds", "5", "--set", "disc=author-leaky", "--epochs", "50"]
+    assert queue.likeness(author) == ((("--profile", "paper"), ("--recipe", "author")),
+                                      (("--recipe", "author"), ("--profile", "paper"), ("--subset", None)))
+    assert queue.likeness(leaky) == ((("--recipe", "author"), ("--set", "disc=author-leaky")),
+                                     (("--recipe", "author"), ("--profile", "paper"), ("--subset", None)))
+    described = queue.likeness(["--models", "all", "--seeds", "5", "--no-stack"])
+    assert described == ((("--no-stack", None),), (("--recipe", "described"), ("--profile", "paper"), ("--subset", None)))
+
+
+def _timed_copy(record, runs, run_id, train_seconds, test_seconds):
+    """``record`` copied into ``runs`` as the record of ``run_id``, each epoch's train and test rows given these times."""
+    table = pq.read_table(record)
+    seconds = [train_seconds if split == "train" else test_seconds for split in table["split"].to_pylist()]
+    table = table.set_column(table.schema.get_field_index("seconds"), "seconds", pa.array(seconds, pa.float64()))
+    path = runs / "mnist" / f"{run_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def test_status_times_a_matrix_not_started_by_the_same_recipes_runs(finished, tmp_path):
+    # The author's FactorVAE at 30 s an epoch (20 s train, 10 s test), the described one at 60 s (50 + 10), 3 epochs
+    # of each of 2 runs; a leaky-D matrix of the author's FactorVAE not started: its 2 x 10 epochs take 20 x 30 s =
+    # 10 min at the author recipe's rate, not 15 min at the queue's median epoch (45 s).
+    record = next(path for path in run_files(finished.folder / "two-vae" / "runs") if "seed-0" in str(path))
+    folder = tmp_path / "q"
+
+    def planned(prefix, seeds, epochs):
+        return [{"run_id": f"{prefix}{seed}", "dataset": "mnist", "model": "factorvae", "seed": seed, "epochs": epochs}
+                for seed in seeds]
+
+    state = queue.State(finished.commit, [
+        queue.MatrixState("author", ["--models", "factorvae", "--recipe", "author", "--seeds", "2"],
+                          runs=planned("a", (0, 1), 3)),
+        queue.MatrixState("described", ["--models", "factorvae", "--seeds", "2"], runs=planned("d", (0, 1), 3)),
+        queue.MatrixState("leaky", ["--models", "factorvae", "--recipe", "author", "--set", "disc=author-leaky",
+                                    "--seeds", "2"], runs=planned("l", (0, 1), 10)),
+    ])
+    for matrix, train in (("author", 20.0), ("described", 50.0)):
+        for run in state.matrix(matrix).runs:
+            _timed_copy(record, queue.runs_dir(folder, matrix), run["run_id"], train, 10.0)
+    queue.write_state(folder, state)
+    text = queue.status(folder)
+    assert "| author | 2/2 | 6/6 | 120.0 | - |" in text and "| described | 2/2 | 6/6 | 60.0 | - |" in text
+    assert "| leaky | 0/2 | 0/20 | - | 10m00s | waiting |" in text and "ETA 10m00s" in text
 
 def test_land_copies_finished_runs_only(half_done, finished, tmp_path):
     dest = tmp_path / "records"

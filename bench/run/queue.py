@@ -494,9 +494,9 @@ class Progress:
     failed: int = 0
     epochs: int = 0  # planned, over all runs
     epochs_done: int = 0  # a finished or diverged run counts in full
-    left: dict = field(default_factory=dict)  # model -> epochs still to train
-    # (model, device) -> the seconds of each epoch recorded (a run's share of its stack's): a GPU's epochs
-    # take a fraction of a CPU's, so runs taken back from a GPU machine must not time a CPU queue.
+    left: dict = field(default_factory=dict)  # (dataset, model) -> epochs still to train
+    # ((dataset, model), device) -> the seconds of each epoch recorded (a run's share of its stack's): a GPU's
+    # epochs take a fraction of a CPU's, so runs taken back from a GPU machine must not time a CPU queue.
     spent: dict = field(default_factory=dict)
     started: bool = False
     newest: tuple[str, str] | None = None  # (start time, device) of the newest run the queue trained itself
@@ -511,8 +511,8 @@ class Progress:
         return {where for _, where in self.spent}
 
     def on(self, device: str) -> dict:
-        """``spent`` of the epochs trained on ``device``, by model."""
-        return {model: spent for (model, where), spent in self.spent.items() if where == device}
+        """``spent`` of the epochs trained on ``device``, by (dataset, model)."""
+        return {kind: spent for (kind, where), spent in self.spent.items() if where == device}
 
     def rates(self, device: str) -> str:
         """Epochs per hour at the median epoch (one run's epoch counts one) on each device, ``device``'s first and
@@ -535,28 +535,51 @@ def rate_of(spent) -> float | None:
 
 
 TIMED_EPOCHS = 3  # epochs of a model in a matrix before its own median times the rest of that matrix
+# bench run options that leave an epoch's work as it is: matrices that differ only in these time each other's runs
+# as their own. The dataset and model are part of the key a rate is kept by.
+SAME_WORK = {"--models", "--seeds", "--datasets", "--epochs"}
+# Options that set most of an epoch's work besides the model and data, and their defaults: a matrix's runs are
+# timed next by the runs of matrices that agree on these (the same recipe, say, with another --set).
+WORK = {"--recipe": "described", "--profile": "paper", "--subset": None}
 
 
-def seconds_left(left: dict, own: dict, queue_wide: dict) -> tuple[float | None, bool]:
+def likeness(args) -> tuple[tuple, tuple]:
+    """Two keys of a matrix's ``bench run`` arguments, from the most alike to the less: its options but those of
+    :data:`SAME_WORK`, in order of name; and the options of :data:`WORK`, defaults filled in."""
+    pairs, tokens = [], [part for arg in args for part in (arg.split("=", 1) if arg.startswith("--") else [arg])]
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            has_value = i + 1 < len(tokens) and not tokens[i + 1].startswith("--")
+            pairs.append((token, tokens[i + 1] if has_value else None))
+    given = dict(pairs)
+    return (tuple(sorted(pair for pair in pairs if pair[0] not in SAME_WORK)),
+            tuple((option, given.get(option, default)) for option, default in WORK.items()))
+
+
+def seconds_left(left: dict, own: dict, elsewhere: list[dict]) -> tuple[float | None, bool]:
     """The wall time a matrix's ``left`` epochs (model -> epochs) take, and whether a model was timed by another's rate.
 
+    A model is any key: the status keys by (dataset, model).
+
     Each model is timed at its rate in this matrix (``own``, model -> epoch seconds) once it has
-    :data:`TIMED_EPOCHS` there, else at its rate in the queue's other matrices (``queue_wide``), else at the few
-    epochs it has here, else at this matrix's rate pooled over its models, else at the queue's:
-    a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a matrix by the models done first.
-    None when nothing of the queue has been timed yet.
+    :data:`TIMED_EPOCHS` there, else at its rate in the first of the queue's matrices' epochs
+    (``elsewhere``, each model -> epoch seconds, the most alike matrices first, the whole queue's last)
+    that has it, else at the few epochs it has here, else at this matrix's rate pooled over its models,
+    else at the queue's: a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a
+    matrix by the models done first. None when nothing of the queue has been timed yet.
     """
     total, assumed = 0.0, False
     for model, epochs in left.items():
         if not epochs:
             continue
-        timed = [spent[model] for spent in (own, queue_wide) if model in spent and spent[model]]
+        here = own.get(model) or []
         # A model's first epochs here are too few for a median to see past one slow epoch (a CFactorVAE run's
         # first took 4 times its second on 2026-12-04): until it has TIMED_EPOCHS, the queue's epochs of it time it.
-        timed.sort(key=lambda seconds: len(seconds) < TIMED_EPOCHS)
-        rate = rate_of(timed[:1]) if timed else None
+        timed = here if len(here) >= TIMED_EPOCHS else next((spent[model] for spent in elsewhere if spent.get(model)),
+                                                             here)
+        rate = rate_of([timed])
         if rate is None:
-            assumed, rate = True, rate_of(own.values()) or rate_of(queue_wide.values())
+            assumed, rate = True, rate_of(own.values()) or (rate_of(elsewhere[-1].values()) if elsewhere else None)
         if rate is None:
             return None, assumed
         total += epochs / rate * 3600
@@ -575,9 +598,9 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
     p = Progress(runs=len(matrix.runs), epochs=sum(run["epochs"] for run in matrix.runs))
     found = records(folder, matrix)
     for run in matrix.runs:
-        path = found.get(run["run_id"])
+        path, kind = found.get(run["run_id"]), (run["dataset"], run["model"])
         if path is None:
-            p.left[run["model"]] = p.left.get(run["model"], 0) + run["epochs"]
+            p.left[kind] = p.left.get(kind, 0) + run["epochs"]
             continue
         rows, meta = read_run(path)
         p.started = True
@@ -585,7 +608,7 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
         if run["run_id"] not in matrix.taken:
             p.newest = max(p.newest or ("", device), (meta.get("started") or "", device))
         # An epoch's time is its train and test rows' (a stacked run's share of its stack's, docs/records.md).
-        p.spent.setdefault((run["model"], device), []).extend(rows.groupby("epoch")["seconds"].sum().tolist())
+        p.spent.setdefault((kind, device), []).extend(rows.groupby("epoch")["seconds"].sum().tolist())
         if meta.get("status") in DONE:
             p.finished += 1
             done = run["epochs"]
@@ -593,7 +616,7 @@ def progress(folder: Path, matrix: MatrixState) -> Progress:
             p.failed += meta.get("status") == "failed"
             done = int(rows["epoch"].max()) if len(rows) else 0
         p.epochs_done += done
-        p.left[run["model"]] = p.left.get(run["model"], 0) + run["epochs"] - done
+        p.left[kind] = p.left.get(kind, 0) + run["epochs"] - done
     return p
 
 
@@ -629,12 +652,17 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
     # The queue is timed on the device of the newest run it trained itself (a queue that has trained
     # nothing yet, as a CPU's): runs taken back were trained elsewhere, perhaps on a GPU.
     device = max((p.newest for p in progresses if p.newest), default=("", "cpu"))[1]
-    queue_wide: dict = {}
-    for p in progresses:
-        for model, seconds in p.on(device).items():
-            queue_wide.setdefault(model, []).extend(seconds)
+    # Each model's epochs on that device, pooled over the matrices as alike as each of likeness's keys says, and
+    # over the whole queue: an unstarted matrix of the author's FactorVAE is timed by the author's FactorVAE
+    # (batch 128) before the described one (batch 64).
+    keys = [likeness(m.args) for m in state.matrices]
+    pooled: list[dict] = [{}, {}, {}]
+    for p, alike in zip(progresses, keys):
+        for kind, seconds in p.on(device).items():
+            for spent, key in zip(pooled, (*alike, ())):
+                spent.setdefault((key, kind), []).extend(seconds)
     left, unknown, assumed, current = 0.0, False, False, alive is not None
-    for matrix, p in zip(state.matrices, progresses):
+    for matrix, p, alike in zip(state.matrices, progresses, keys):
         if matrix.finished is not None:
             what = "done"
         elif current:
@@ -645,7 +673,9 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
             what = "partly trained" if p.started else "waiting"
         if p.failed:
             what += f", {p.failed} failed"
-        matrix_left, guessed = seconds_left(p.left, p.on(device), queue_wide)
+        elsewhere = [{kind: seconds for (key, kind), seconds in spent.items() if key == mine}
+                     for spent, mine in zip(pooled, (*alike, ()))]
+        matrix_left, guessed = seconds_left(p.left, p.on(device), elsewhere)
         unknown |= matrix_left is None
         assumed |= guessed
         matrix_left = matrix_left or 0.0
