@@ -79,9 +79,10 @@ def test_a_stacked_run_gives_its_solo_numbers(dtype, rtol, models):
 AUTHOR_FAMILIES = [("vae", "betavae", "cvae"), ("factorvae", "cfactorvae")]
 # The author recipe's lr of 1e-3 amplifies float32 rounding in the terms near zero: the same solo run
 # on 1 and on 2 torch threads parted by 2.4e-4 nats of KL (factorvae seed 1) and 1.1e-2 (cvae seed 1)
-# within these 10 updates, against 3.5e-9 and 6.0e-9 in the described recipe; a stack parted from its
-# solo runs by at most 2.4e-4. Float64 holds every column to 1e-9 relative, as in the described recipe.
-AUTHOR_FLOAT32_FLOORS = {**FLOAT32_FLOORS, "kl": 2e-3, "capacity_gap": 2e-3, "kl_dims": 2e-3}
+# within these 10 updates, against 3.5e-9 and 6.0e-9 in the described recipe. A stack parts from its
+# solo runs as much: by 1.1e-2 nats of KL and |KL - C| (cvae seed 1) on one thread of an AVX512 Xeon,
+# 1.5e-4 on two. Float64 holds every column to 1e-9 relative, as in the described recipe.
+AUTHOR_FLOAT32_FLOORS = {**FLOAT32_FLOORS, "kl": 2e-2, "capacity_gap": 2e-2, "kl_dims": 2e-2}
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("float64", 1e-9)])
