@@ -19,7 +19,7 @@ def test_encoder_32_is_table_2():
     assert [c.out_channels for c in convs] == [32, 32, 64]
     assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs)
     linears = [m for m in enc.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(64 * 4 * 4, 256), (256, 40)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(64 * 4 * 4, 256), (256, 40)]
     # By hand: convs 544 + 16416 + 32832, linears 262400 + 10280.
     assert n_params(enc) == 544 + 16416 + 32832 + 262400 + 10280
 
@@ -27,7 +27,7 @@ def test_encoder_32_is_table_2():
 def test_decoder_32_is_table_2():
     dec = Decoder(z_dim=20, channels=1, image_size=32)
     linears = [m for m in dec.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(20, 256), (256, 64 * 4 * 4)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(20, 256), (256, 64 * 4 * 4)]
     deconvs = [m for m in dec.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [(d.in_channels, d.out_channels) for d in deconvs] == [(64, 32), (32, 32), (32, 1)]
     assert n_params(dec) == 5376 + 263168 + 32800 + 16416 + 513
@@ -63,7 +63,7 @@ def test_unsupported_image_size():
 def test_discriminator_kim_mnih():
     disc = Discriminator(z_dim=20)
     linears = [m for m in disc.modules() if isinstance(m, nn.Linear)]
-    assert [l.out_features for l in linears] == [1000] * 6 + [2]
+    assert [lin.out_features for lin in linears] == [1000] * 6 + [2]
     assert all(a.negative_slope == 0.2 for a in disc.modules() if isinstance(a, nn.LeakyReLU))
     assert n_params(disc) == 21000 + 5 * 1001000 + 2002
     assert disc(torch.randn(7, 20)).shape == (7, 2)
