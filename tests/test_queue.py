@@ -459,3 +459,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, finished):
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
     assert not (tmp_path / "new").exists()
     assert (bad_state / "queue.json").read_text() == "{not json"
+
+
+def test_a_matrix_with_runs_from_a_gpu_machine_is_reported_on_this_machine(finished, tmp_path):
+    # A matrix whose runs came partly from a GPU machine (taken back) and finished on a CPU-only one: the report's
+    # machine line names this CPU instead of failing to ask a driver that is not there.
+    import torch
+
+    from bench.perf.speed import cpu_name
+    report = ["report", "--runs", str(finished.folder / "two-vae" / "runs"), "--out", str(tmp_path / "table1.md")]
+    child = queue._in_worktree(REPO, ["-c", queue.FINISH_SCRIPT, "cuda", *report], stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate(timeout=300)
+    assert child.returncode == 0 and (tmp_path / "table1.md").exists()
+    name = out.splitlines()[-1]
+    assert name == cpu_name() if not torch.cuda.is_available() else name.endswith(f" with {cpu_name()}")

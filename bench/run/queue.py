@@ -112,7 +112,7 @@ for args in json.loads(sys.argv[1]):
     main([*args, "--dry-run"])
 """
 # Run in the worktree once a matrix is trained: `bench report ARGS`, then the machine it trained on
-# as the last line (a CPU's model name; a GPU's name first when the records say cuda).
+# as the last line (a CPU's model name; a GPU's name first when the queue trained on one here).
 FINISH_SCRIPT = """
 import sys
 from bench.cli import main
@@ -121,7 +121,8 @@ from bench.perf.speed import cpu_name
 name = cpu_name()
 if sys.argv[1] == "cuda":
     import torch
-    name = f"{torch.cuda.get_device_name(0)} with {name}"
+    if torch.cuda.is_available():
+        name = f"{torch.cuda.get_device_name(0)} with {name}"
 print(name, flush=True)
 """
 
@@ -757,7 +758,9 @@ def _finish(folder: Path, worktree: Path, state: State, matrix: MatrixState, p: 
     report = ["report", "--runs", str(runs_dir(folder, matrix.name)), "--out", str(report_path(folder, matrix.name))]
     say(f"{matrix.name}: bench {shlex.join(report)}")
     start = time.monotonic()
-    child = _in_worktree(worktree, ["-c", FINISH_SCRIPT, "cuda" if "cuda" in p.devices else "cpu", *report],
+    # The machine is the one the queue trained on: runs taken back from a GPU machine leave this one's CPU.
+    device = p.newest[1] if p.newest else "cpu"
+    child = _in_worktree(worktree, ["-c", FINISH_SCRIPT, device, *report],
                          stdout=subprocess.PIPE, text=True)
     try:
         out, _ = child.communicate()
