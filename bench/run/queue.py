@@ -563,8 +563,8 @@ def seconds_left(left: dict, own: dict, elsewhere: list[dict]) -> tuple[float | 
     A model is any key: the status keys by (dataset, model).
 
     Each model is timed at its rate in this matrix (``own``, model -> epoch seconds) once it has
-    :data:`TIMED_EPOCHS` there, else at its rate in the first of the queue's matrices' epochs
-    (``elsewhere``, each model -> epoch seconds, the most alike matrices first, the whole queue's last)
+    :data:`TIMED_EPOCHS` there, else at its rate in the first of the queue's other matrices' epochs
+    (``elsewhere``, each model -> epoch seconds, the most alike matrices first, all of them last)
     that has it, else at the few epochs it has here, else at this matrix's rate pooled over its models,
     else at the queue's: a FactorVAE epoch costs twice a VAE's, so pooling them would time the rest of a
     matrix by the models done first. None when nothing of the queue has been timed yet.
@@ -656,14 +656,19 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
     # Each model's epochs on that device, pooled over the matrices as alike as each of likeness's keys says, and
     # over the whole queue: an unstarted matrix of the author's FactorVAE is timed by the author's FactorVAE
     # (batch 128) before the described one (batch 64).
-    keys = [likeness(m.args) for m in state.matrices]
-    pooled: list[dict] = [{}, {}, {}]
-    for p, alike in zip(progresses, keys):
-        for kind, seconds in p.on(device).items():
-            for spent, key in zip(pooled, (*alike, ())):
-                spent.setdefault((key, kind), []).extend(seconds)
+    # A matrix's own epochs are left out: until it has TIMED_EPOCHS of a model, its few may be slow ones.
+    keys = [(*likeness(m.args), ()) for m in state.matrices]
+
+    def elsewhere(mine: int) -> list[dict]:
+        tiers: list[dict] = [{}, {}, {}]
+        for other, (p, alike) in enumerate(zip(progresses, keys)):
+            for kind, seconds in (p.on(device).items() if other != mine else ()):
+                for spent, key, wanted in zip(tiers, alike, keys[mine]):
+                    if key == wanted:
+                        spent.setdefault(kind, []).extend(seconds)
+        return tiers
     left, unknown, assumed, current = 0.0, False, False, alive is not None
-    for matrix, p, alike in zip(state.matrices, progresses, keys):
+    for index, (matrix, p) in enumerate(zip(state.matrices, progresses)):
         if matrix.finished is not None:
             what = "done"
         elif current:
@@ -674,9 +679,7 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
             what = "partly trained" if p.started else "waiting"
         if p.failed:
             what += f", {p.failed} failed"
-        elsewhere = [{kind: seconds for (key, kind), seconds in spent.items() if key == mine}
-                     for spent, mine in zip(pooled, (*alike, ()))]
-        matrix_left, guessed = seconds_left(p.left, p.on(device), elsewhere)
+        matrix_left, guessed = seconds_left(p.left, p.on(device), elsewhere(index))
         unknown |= matrix_left is None
         assumed |= guessed
         matrix_left = matrix_left or 0.0
