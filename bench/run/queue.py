@@ -653,10 +653,10 @@ def status_text(folder: Path, state: State, alive: dict | None, repo: Path | Non
     # The queue is timed on the device of the newest run it trained itself (a queue that has trained
     # nothing yet, as a CPU's): runs taken back were trained elsewhere, perhaps on a GPU.
     device = max((p.newest for p in progresses if p.newest), default=("", "cpu"))[1]
-    # Each model's epochs on that device, pooled over the matrices as alike as each of likeness's keys says, and
-    # over the whole queue: an unstarted matrix of the author's FactorVAE is timed by the author's FactorVAE
-    # (batch 128) before the described one (batch 64).
-    # A matrix's own epochs are left out: until it has TIMED_EPOCHS of a model, its few may be slow ones.
+    # Each model's epochs on that device in the other matrices, pooled over those as alike as each of likeness's
+    # keys says, then over all: an unstarted matrix of the author's FactorVAE is timed by the author's FactorVAE
+    # (batch 128) before the described one (batch 64). A matrix's own epochs are left out: until it has
+    # TIMED_EPOCHS of a model, its few may be slow ones.
     keys = [(*likeness(m.args), ()) for m in state.matrices]
 
     def elsewhere(mine: int) -> list[dict]:
