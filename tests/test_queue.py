@@ -399,14 +399,24 @@ def test_status_times_a_matrix_not_started_by_the_same_recipes_runs(finished, tm
         queue.MatrixState("described", ["--models", "factorvae", "--seeds", "2"], runs=planned("d", (0, 1), 3)),
         queue.MatrixState("leaky", ["--models", "factorvae", "--recipe", "author", "--set", "disc=author-leaky",
                                     "--seeds", "2"], runs=planned("l", (0, 1), 10)),
+        # Started, two slow first epochs (300 s): too few to time its other 8, which the author recipe's 30 s do.
+        queue.MatrixState("slow", ["--models", "factorvae", "--recipe", "author", "--set", "gamma=0", "--seeds", "1"],
+                          runs=planned("s", (0,), 10)),
     ])
-    for matrix, train in (("author", 20.0), ("described", 50.0)):
+    for matrix, train in (("author", 20.0), ("described", 50.0), ("slow", 290.0)):
         for run in state.matrix(matrix).runs:
             _timed_copy(record, queue.runs_dir(folder, matrix), run["run_id"], train, 10.0)
+    started = queue.runs_dir(folder, "slow") / "mnist" / "s0.parquet"
+    table = pq.read_table(started)
+    meta = {**read_meta(started), "status": "running"}
+    pq.write_table(table.filter(pc.less_equal(table["epoch"], 2)).replace_schema_metadata(
+        {META_KEY: json.dumps(meta).encode()}), started)
     queue.write_state(folder, state)
     text = queue.status(folder)
     assert "| author | 2/2 | 6/6 | 120.0 | - |" in text and "| described | 2/2 | 6/6 | 60.0 | - |" in text
-    assert "| leaky | 0/2 | 0/20 | - | 10m00s | waiting |" in text and "ETA 10m00s" in text
+    assert "| leaky | 0/2 | 0/20 | - | 10m00s | waiting |" in text
+    # 8 epochs x 30 s = 4 min; timed by its own two it would read 40 min
+    assert "| slow | 0/1 | 2/10 | 12.0 | 4m00s |" in text and "ETA 14m00s" in text
 
 def test_land_copies_finished_runs_only(half_done, finished, tmp_path):
     dest = tmp_path / "records"
