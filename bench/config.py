@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from bench.errors import BenchError
@@ -179,7 +180,7 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict:
             value = int(text) if kind == "int" else float(text)
         except ValueError:
             raise BenchError(f"--set {key}={text}: not a valid {kind}") from None
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise BenchError(f"--set {key}={text}: must be a finite number")
         if key in ("epochs", "batch_size", "z_dim") and value < 1:
             raise BenchError(f"--set {key}={text}: must be at least 1")

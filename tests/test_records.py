@@ -78,7 +78,7 @@ def test_temporary_files_are_not_runs(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     bad = [{**row(), "epoch": "not a number"}]
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowInvalid):
         publish(tmp_path, "vae", 0, bad)
     assert list(tmp_path.rglob("*")) == [p for p in tmp_path.rglob("*") if p.is_dir()]
 

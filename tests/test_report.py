@@ -604,7 +604,7 @@ def test_a_second_folder_adds_ablations_compared_with_their_model_and_with_the_o
     p_cf, p_f = (2 * stats.t.sf(abs(t), 4) for t in (-7 / np.sqrt(2 / 3), -10 / np.sqrt(2 / 3)))
     for b, diff, t, p in (("cfactorvae", -7.0, -8.573, p_cf), ("factorvae", -10.0, -12.247, p_f)):
         assert f"| Test recon error | cfactorvae gamma=0.0 vs {b} | 3 vs 3 | {diff:+.2f} [" in ablations
-        assert f"| {t:.2f} (4.0) |" in ablations
+        assert f"| {t:.2f} (4.0) | {p:.4f} |" in ablations
     # Holm over the four: p_f, p_f, p_cf, p_cf ranked; adjusted 4 p_f, max(4 p_f, 3 p_f), 2 p_cf, max(2 p_cf, p_cf).
     holm_cf = max(4 * p_f, 2 * p_cf)
     assert ("- cfactorvae gamma=0.0 against cfactorvae, test recon error: significantly lower at alpha = 0.05 (Holm), "

@@ -201,7 +201,9 @@ def test_a_graphed_stack_repeats_the_eager_stack_bit_for_bit(models):
     configs = [small(model, seed, epochs=3) for model in models for seed in (0, 1)]
     eager = stacked(configs, train_images, test_images, "cuda")
     graphed = stacked(configs, train_images, test_images, "cuda", cuda_graphs=True)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    def drop(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
     assert all(drop(graphed[c.run_id]) == drop(eager[c.run_id]) for c in configs)
 
 

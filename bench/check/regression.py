@@ -353,7 +353,7 @@ def largest_change(expected: pd.DataFrame, got: pd.DataFrame) -> tuple[float, st
     """The largest ``|got - expected| / |expected|`` over matched rows and finite nonzero values, and its column."""
     merged = expected.merge(got, on=KEY, suffixes=("_expected", "_got"))
     worst = (0.0, "none")
-    for column, tol in TOLERANCE.items():
+    for column in TOLERANCE:
         e = merged[f"{column}_expected"].to_numpy(dtype=float)
         g = merged[f"{column}_got"].to_numpy(dtype=float)
         usable = np.isfinite(e) & np.isfinite(g) & (e != 0)

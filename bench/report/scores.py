@@ -59,10 +59,10 @@ def compare_scores(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     others = [m for m in model_order(scores["model"].unique()) if m != CHALLENGER]
     for metric in _scored(scores):
-        pick = lambda model: scores.loc[(scores["model"] == model) & (scores["metric"] == metric), "value"].to_numpy(float)  # noqa: E731
-        a = pick(CHALLENGER)
+        values = scores.loc[scores["metric"] == metric]
+        a = values.loc[values["model"] == CHALLENGER, "value"].to_numpy(float)
         for model in others:
-            rows.append(welch_row(metric, CHALLENGER, a, model, pick(model)))
+            rows.append(welch_row(metric, CHALLENGER, a, model, values.loc[values["model"] == model, "value"].to_numpy(float)))
     table = pd.DataFrame(rows, columns=["metric", "a", "b", "n_a", "n_b", "diff", "lo", "hi", "t", "df", "p", "g",
                                         "p_sup", "reason"])
     table["p_holm"] = holm(table["p"].to_numpy(dtype=float)) if len(table) else []

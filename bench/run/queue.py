@@ -371,7 +371,7 @@ def _merge(state: State | None, given: list[Matrix] | None) -> list[MatrixState]
     if given is None:
         return state.matrices if state else [MatrixState(m.name, list(m.args)) for m in DEFAULT_QUEUE]
     names = {m.name for m in given}
-    for name, old in known.items():
+    for name in known:
         if name not in names:
             raise BenchError(f"matrix {name} of this queue is not in the list given; keep it there, or use another --folder")
     merged = []
