@@ -229,6 +229,39 @@ def _per_seed_markdown(section: pd.DataFrame) -> list[str]:
             "", *_per_seed_table("Model", groups)]
 
 
+def _last_tenth_markdown(curves: pd.DataFrame) -> list[str]:
+    """How far each model's test recon error still moved over the last tenth of its epochs.
+
+    A ranking read at the final epoch holds only where the curves have flattened: a model still
+    falling when training stopped may pass another given more epochs (a capacity schedule that ends
+    with the training, for one).
+    """
+    changes: dict[str, list[float]] = {}
+    spans = set()
+    for _, run in curves[curves["split"] == "test"].groupby("run_id", sort=False):
+        recon = run.set_index("epoch")["recon"]
+        last = int(recon.index.max())
+        start = last - max(1, last // 10)
+        if start in recon.index:
+            changes.setdefault(run["model"].iloc[0], []).append(float(recon[last] - recon[start]))
+            spans.add((start, last))
+    if not changes:
+        return []
+    if len(spans) == 1:
+        ((start, last),) = spans
+        between = f"at epoch {last} minus at epoch {start}"
+    else:
+        between = "at each run's final epoch minus a tenth of its epochs before"
+    cells = []
+    for model in (m for m in model_order(changes) if m in changes):
+        values = np.array(changes[model])
+        spread = f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""
+        cells.append(f"{LABELS.get(model, model)} {values.mean():+.2f}{spread} (n = {len(values)})")
+    return ["", f"Over the last epochs: test recon error {between} (the last tenth of the epochs, at least one), "
+                "mean ± SD over the finished seeds; a negative change means the model was still improving when "
+                f"training stopped, and more epochs may change the ranking: {'; '.join(cells)}."]
+
+
 def _ablation_seeds_markdown(section: pd.DataFrame) -> list[str]:
     """Each ablation's finished seeds under its model's table seeds (variants come grouped by model)."""
     done = section[section["status"] == "finished"]
@@ -615,6 +648,7 @@ def write_report(runs_root, out, dataset: str | None = None, data_root=None) -> 
             lines += _provenance(section)
             lines += [""] + _table1_markdown(rows_of)
             lines += _per_seed_markdown(section)
+            lines += _last_tenth_markdown(curves)
             lines += _excluded_runs(section)
             if name == PAPER_DATASET:
                 lines += ["", "### Against the paper's Table 1", ""] + _against_paper_markdown(rows_of, recipe)
