@@ -248,8 +248,10 @@ def ablations_markdown(section: pd.DataFrame, comparisons: pd.DataFrame, planned
     lines += ["", *comparisons_table(comparisons), ""]
     lines += [f"- {difference(row)}" for row in comparisons.to_dict("records")]
     leads = {(row["metric"], row["b"]): row for row in planned.to_dict("records")}
+    # Only CFactorVAE's variants have a share of its leads: another model's variant against that model is no such share.
+    ours = {label for model, _, label in variants(section) if model == CHALLENGER}
     kept = [lead_kept(leads[(row["metric"], row["b"])], row) for row in comparisons.to_dict("records")
-            if row["b"] != CHALLENGER and (row["metric"], row["b"]) in leads]
+            if row["a"] in ours and (row["metric"], row["b"]) in leads]
     if kept:
         lines += ["", "What each variant of CFactorVAE keeps of CFactorVAE's leads in the planned comparisons: the "
                       "variant's mean difference from the other model, and that as a share of CFactorVAE's own "
