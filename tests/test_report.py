@@ -203,7 +203,7 @@ def test_the_report_says_how_far_each_model_still_fell_over_the_last_tenth(tmp_p
     assert ("Over the last epochs: test recon error at epoch 20 minus at epoch 18 (the last tenth of the epochs, at "
             "least one), mean ± SD over the finished seeds; a negative change means the model was still improving when "
             "training stopped, and more epochs may change the ranking: Controlled VAE (CVAE) -4.00 ± 2.00 (n = 3); "
-            "FactorVAE (FVAE) +0.00 (n = 1).") in markdown
+            "FactorVAE (FVAE) +0.00 (n = 1, no SD).") in markdown
 
 
 @pytest.mark.fast

@@ -17,10 +17,11 @@ def p_value(value: float) -> str:
     return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
-def cell(mean: float, sd: float, n: int, digits: int = 2) -> str:
-    """A table cell ``mean ± sd (n = n)``; one run has no SD, none a dash."""
+def cell(mean: float, sd: float, n: int, digits: int = 2, signed: bool = False) -> str:
+    """A table cell ``mean ± sd (n = n)``, the mean with its sign if ``signed``; one run has no SD, none a dash."""
     if n == 0:
         return "—"
+    shown = f"{mean:{'+' if signed else ''}.{digits}f}"
     if n == 1:
-        return f"{mean:.{digits}f} (n = 1, no SD)"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n = {n})"
+        return f"{shown} (n = 1, no SD)"
+    return f"{shown} ± {sd:.{digits}f} (n = {n})"

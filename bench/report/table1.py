@@ -255,8 +255,8 @@ def _last_tenth_markdown(curves: pd.DataFrame) -> list[str]:
     cells = []
     for model in (m for m in model_order(changes) if m in changes):
         values = np.array(changes[model])
-        spread = f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""
-        cells.append(f"{LABELS.get(model, model)} {values.mean():+.2f}{spread} (n = {len(values)})")
+        spread = values.std(ddof=1) if len(values) > 1 else np.nan
+        cells.append(f"{LABELS.get(model, model)} {cell(values.mean(), spread, len(values), signed=True)}")
     return ["", f"Over the last epochs: test recon error {between} (the last tenth of the epochs, at least one), "
                 "mean ± SD over the finished seeds; a negative change means the model was still improving when "
                 f"training stopped, and more epochs may change the ranking: {'; '.join(cells)}."]
